@@ -1,0 +1,87 @@
+"""``grpo_lag``: critic-free, group-relative PPO-Lagrangian (ours), ALGORITHMS.md §3.3.
+
+For each prompt, G responses from π_old; group-relative advantages of the reward and of the
+cost separately (mean baseline; dividing by the group std is an option that moves the fixed
+point away from π*), combined as in PPO-Lag, A = (Â_r − λÂ_c)/(1+λ), on every token; clipped
+surrogate plus β_KL·KL(π_θ‖π_ref) as a loss term. λ: the same ``log_sgd`` rule and raw-cost
+window as ``ppo_lag``, updated once per generation batch before the policy steps.
+
+β_KL = β/(1+λ) for ``kl_placement: reward`` (fixed point exactly π_λ) and β for ``both``
+(the β(1+λ) point of Safe RLHF's code). The KL term is estimated with an unbiased gradient:
+ρ_t·sg(Σ_{t'≥t} k_t'), whose expectation under π_old at ρ = 1 has gradient ∇KL(π‖π_ref). (The k3
+estimator used as a loss has the gradient of KL(π_ref‖π) instead, a different fixed point.)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from constrained_align.algorithms.common import make_primal_dual
+from constrained_align.algorithms.online import (
+    KLPlacement,
+    OnlineConfig,
+    ppo_update,
+    rollout,
+    rollout_metrics,
+)
+from constrained_align.algorithms.registry import Paper, RunContext, RunResult, register
+from constrained_align.config import DualConfig, param
+from constrained_align.losses import group_relative_advantages, kl_penalty_loss, lagrangian_advantages
+
+
+@dataclass
+class GRPOLagConfig(OnlineConfig):
+    """``grpo_lag`` settings (G = the task's samples per prompt)."""
+
+    kl_placement: KLPlacement = param(
+        "reward", "β_KL = β/(1+λ) (targets π*) or β (the fixed point of Safe RLHF's code)"
+    )
+    scale_by_std: bool = param(
+        False, "divide group advantages by the group std (no closed-form target then)"
+    )
+    dual: DualConfig = param(
+        DualConfig(multiplier="log_sgd", cost_limit=0.0, lambda_init=1.0, lambda_lr=0.1,
+                   lambda_max=5.0, cost_window=128),
+        "the multiplier; log-λ SGD per generation batch on a window of raw costs",
+    )
+
+
+@register(
+    "grpo_lag",
+    config=GRPOLagConfig,
+    family="online",
+    paper=Paper("DeepSeekMath: Pushing the Limits of Mathematical Reasoning in Open Language "
+                "Models (GRPO), combined with Safe RLHF's Lagrangian", "2402.03300"),
+    summary="group-relative reward and cost advantages, (Â_r − λÂ_c)/(1+λ), no critics",
+    has_multiplier=True,
+)
+def train(config: GRPOLagConfig, ctx: RunContext) -> RunResult:
+    """Generate G per prompt → score → dual step → clipped updates with the KL term."""
+    if config.beta <= 0:
+        raise ValueError("grpo_lag needs beta > 0: without the KL term π_λ is undefined")
+    pd = make_primal_dual(config.dual, beta=config.beta)
+    history: list[dict[str, float]] = []
+    for step in range(config.steps):
+        ro = rollout(ctx, step)
+        s = ro.samples
+        pd.observe("cost", ro.cost, s.weight)
+        lam = pd.step(step)["cost"]
+        a_r = group_relative_advantages(ro.reward, s.group, scale_by_std=config.scale_by_std,
+                                        weight=s.weight)
+        a_c = group_relative_advantages(ro.cost, s.group, scale_by_std=config.scale_by_std,
+                                        weight=s.weight)
+        mask = s.logprobs.mask
+        adv = lagrangian_advantages(a_r, a_c, lam).unsqueeze(-1) * mask
+        beta_kl = config.beta / (1.0 + lam) if config.kl_placement == "reward" else config.beta
+        kl_to_go = ro.kl.flip(-1).cumsum(-1).flip(-1)
+
+        def kl_term(logprobs, kl_to_go=kl_to_go, beta_kl=beta_kl):
+            loss, m = kl_penalty_loss(logprobs, s.logprobs.token, kl_to_go, mask,
+                                      weight=s.weight)
+            return beta_kl * loss, m
+
+        metrics = ppo_update(ctx, ro, adv, {}, config, extra_loss=kl_term)
+        record = {"step": step, **rollout_metrics(ro), **metrics, **pd.metrics()}
+        history.append(record)
+        ctx.log(record)
+    return RunResult(lam=pd.lam(), history=history, primal_dual=pd)

@@ -1,0 +1,148 @@
+"""Steps shared by the online keys: rollout, per-token signals, critics and the PPO update.
+
+Each step is a named function so that the loop of every online key reads rollout → score →
+dual step → primal epochs → log, and so that the causal-LM loop reuses them unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from constrained_align.algorithms.registry import RunContext
+from constrained_align.config import OptimConfig, param
+from constrained_align.losses import clipped_value_loss, gae, ppo_clip_loss
+from constrained_align.types import Samples, weighted_mean
+
+
+@dataclass
+class OnlineConfig:
+    """Settings shared by the online keys (Safe RLHF's defaults, ALGORITHMS.md §3.1)."""
+
+    beta: float = param(0.01, "KL weight β (Safe RLHF's kl_coeff)")
+    steps: int = param(1000, "RL steps (rollout + update)")
+    update_iters: int = param(1, "optimizer passes over each rollout")
+    clip_range_ratio: float = param(0.2, "PPO ratio clip ε")
+    clip_range_score: float = param(50.0, "per-token reward/cost clamp")
+    clip_range_value: float = param(5.0, "value clip around the rollout's values")
+    gamma: float = param(1.0, "GAE discount (1.0, hard-coded in Safe RLHF)")
+    gae_lambda: float = param(0.95, "GAE λ (0.95, hard-coded in Safe RLHF)")
+    optim: OptimConfig = param(OptimConfig(), "optimizer of the policy and critics")
+
+
+KLPlacement = Literal["reward", "both"]
+
+
+@dataclass
+class Rollout:
+    """One step's on-policy samples with their end scores."""
+
+    samples: Samples
+    reward: Tensor  # (B,)
+    cost: Tensor  # (B,)
+
+    @property
+    def kl(self) -> Tensor:
+        """``(B, T)`` per-token log-ratio k_t = log π_old − log π_ref (0 off the mask)."""
+        s = self.samples
+        return (s.logprobs.token - s.ref_logprobs.token) * s.logprobs.mask
+
+
+def rollout(ctx: RunContext, step: int) -> Rollout:
+    """Sample the policy on this step's prompts and score every response."""
+    samples = ctx.backend.sample(ctx.task.prompts(step), ctx.task.samples_per_prompt)
+    seqs = samples.sequences
+    return Rollout(samples, ctx.scorer.reward(seqs).detach(), ctx.scorer.cost(seqs).detach())
+
+
+def end_token(mask: Tensor, values: Tensor) -> Tensor:
+    """``(B, T)`` tensor holding ``values`` at each row's last response token, 0 elsewhere."""
+    last = (mask.sum(-1).long() - 1).clamp_min(0)
+    out = torch.zeros_like(mask, dtype=values.dtype)
+    out[torch.arange(mask.shape[0]), last] = values
+    return out
+
+
+def token_signals(
+    ro: Rollout, *, beta: float, placement: KLPlacement, clip: float, end_reward: Tensor,
+    end_cost: Tensor | None = None,
+) -> tuple[Tensor, Tensor | None]:
+    """Per-token reward and cost streams of Safe RLHF (§3.1), clamped to ±``clip``.
+
+    r_t = −β k_t + 1[t=T]·R and, with a cost critic, c_t = (+β k_t if ``both``) + 1[t=T]·C.
+    """
+    mask = ro.samples.logprobs.mask
+    kl = ro.kl
+    rewards = (-beta * kl + end_token(mask, end_reward)).clamp(-clip, clip) * mask
+    if end_cost is None:
+        return rewards, None
+    costs = end_token(mask, end_cost) + (beta * kl if placement == "both" else 0.0)
+    return rewards, costs.clamp(-clip, clip) * mask
+
+
+def advantages(ctx: RunContext, ro: Rollout, head: str, signal: Tensor,
+               config: OnlineConfig) -> tuple[Tensor, Tensor, Tensor]:
+    """GAE of one stream with its critic: (advantages, returns, old values), all (B, T)."""
+    mask = ro.samples.logprobs.mask
+    with torch.no_grad():
+        old_values = ctx.backend.values(ro.samples.sequences, head) * mask
+    adv, returns = gae(signal, old_values, mask, gamma=config.gamma, lam=config.gae_lambda)
+    return adv, returns, old_values
+
+
+def ppo_update(
+    ctx: RunContext,
+    ro: Rollout,
+    adv: Tensor,
+    critics: dict[str, tuple[Tensor, Tensor]],
+    config: OnlineConfig,
+    extra_loss=None,
+) -> dict[str, float]:
+    """``update_iters`` steps of clipped surrogate + clipped value losses (+ ``extra_loss``).
+
+    Args:
+        adv: ``(B, T)`` actor advantages (already combined and detached).
+        critics: head → (old values, returns) for each critic trained alongside.
+        extra_loss: optional ``f(logprobs) -> (loss, metrics)`` added to the actor loss
+            (GRPO's KL term).
+    """
+    s = ro.samples
+    metrics: dict[str, float] = {}
+    for _ in range(config.update_iters):
+        holder: dict[str, float] = {}
+
+        def closure(holder: dict[str, float] = holder) -> Tensor:
+            lp = ctx.backend.logprobs(s.sequences)
+            loss, m = ppo_clip_loss(lp.token, s.logprobs.token, adv, lp.mask,
+                                    clip_range=config.clip_range_ratio, weight=s.weight)
+            holder.update(m)
+            if extra_loss is not None:
+                kl_loss, m = extra_loss(lp.token)
+                loss = loss + kl_loss
+                holder.update(m)
+            for head, (old_values, returns) in critics.items():
+                values = ctx.backend.values(s.sequences, head)
+                v_loss, m = clipped_value_loss(values, old_values, returns, lp.mask,
+                                               clip_range=config.clip_range_value,
+                                               weight=s.weight)
+                loss = loss + v_loss
+                holder.update({f"loss/value_{head}": m["loss/value"]})
+            return loss
+
+        ctx.backend.step(closure)
+        metrics = holder
+    return metrics
+
+
+def rollout_metrics(ro: Rollout) -> dict[str, float]:
+    """Mean reward, cost, unsafe fraction and KL of a rollout (weighted: exact in population)."""
+    w = ro.samples.weight
+    return {
+        "rollout/reward": float(weighted_mean(ro.reward, w)),
+        "rollout/cost": float(weighted_mean(ro.cost, w)),
+        "rollout/unsafe_fraction": float(weighted_mean((ro.cost > 0).to(w.dtype), w)),
+        "rollout/kl": float(weighted_mean(ro.kl.sum(-1), w)),
+    }

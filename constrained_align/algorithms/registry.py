@@ -1,0 +1,101 @@
+"""The registry: the single source of truth of which algorithms exist.
+
+Each key maps to its config dataclass, family, paper and status, and to a ``train`` function
+``train(config, ctx) -> RunResult``. The top-level ``algorithms/<key>/`` folders (card, tiny and
+paper presets) are kept one-to-one with this table by a test.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from constrained_align.primal_dual import PrimalDual
+from constrained_align.types import PolicyBackend, Scorer, Task
+
+Family = Literal["online", "offline"]
+Status = Literal["stable", "experimental"]
+
+
+@dataclass
+class Paper:
+    """Citation of the method an algorithm implements."""
+
+    title: str
+    arxiv: str | None
+
+
+@dataclass
+class RunContext:
+    """Everything a train function may use; it owns nothing else.
+
+    Attributes:
+        backend: the policy backend (tabular or causal LM).
+        scorer: reward and cost of responses.
+        task: prompts and preference pairs.
+        seed: seed of the run's random draws (labels, samples).
+        log: called with each step's metrics dict (``step`` included).
+    """
+
+    backend: PolicyBackend
+    scorer: Scorer
+    task: Task
+    seed: int = 0
+    log: Callable[[dict[str, float]], None] = lambda metrics: None
+
+
+@dataclass
+class RunResult:
+    """What a training run leaves: the final multiplier, the metric history, the dual state."""
+
+    lam: float | None
+    history: list[dict[str, float]] = field(default_factory=list)
+    primal_dual: PrimalDual | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class AlgorithmSpec:
+    """One registry entry."""
+
+    key: str
+    config_class: type
+    family: Family
+    paper: Paper
+    status: Status
+    train: Callable[[Any, RunContext], RunResult]
+    has_multiplier: bool
+    summary: str
+
+
+REGISTRY: dict[str, AlgorithmSpec] = {}
+
+
+def register(
+    key: str,
+    *,
+    config: type,
+    family: Family,
+    paper: Paper,
+    summary: str,
+    has_multiplier: bool,
+    status: Status = "stable",
+) -> Callable[[Callable[[Any, RunContext], RunResult]], Callable[[Any, RunContext], RunResult]]:
+    """Decorator registering ``train`` under ``key``."""
+
+    def wrap(train: Callable[[Any, RunContext], RunResult]) -> Callable[..., RunResult]:
+        if key in REGISTRY:
+            raise ValueError(f"algorithm '{key}' registered twice")
+        REGISTRY[key] = AlgorithmSpec(key, config, family, paper, status, train,
+                                      has_multiplier, summary)
+        return train
+
+    return wrap
+
+
+def get(key: str) -> AlgorithmSpec:
+    """The registry entry of ``key``, with the known keys in the error."""
+    if key not in REGISTRY:
+        raise KeyError(f"unknown algorithm '{key}'; known: {', '.join(sorted(REGISTRY))}")
+    return REGISTRY[key]

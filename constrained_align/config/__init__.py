@@ -1,0 +1,46 @@
+"""Configs: documented dataclasses, strict YAML loading, dotted overrides, preset lookup."""
+
+from constrained_align.config.core import (
+    ConfigError,
+    apply_overrides,
+    coerce,
+    dump_yaml,
+    field_docs,
+    from_dict,
+    leaf_paths,
+    load_yaml,
+    param,
+    resolve_key,
+    to_dict,
+)
+from constrained_align.config.presets import preset_path, presets_root
+from constrained_align.config.schema import (
+    DualConfig,
+    MultiplierName,
+    OptimConfig,
+    PIDConfig,
+    RunConfig,
+    TestbedConfig,
+)
+
+__all__ = [
+    "ConfigError",
+    "DualConfig",
+    "MultiplierName",
+    "OptimConfig",
+    "PIDConfig",
+    "RunConfig",
+    "TestbedConfig",
+    "apply_overrides",
+    "coerce",
+    "dump_yaml",
+    "field_docs",
+    "from_dict",
+    "leaf_paths",
+    "load_yaml",
+    "param",
+    "preset_path",
+    "presets_root",
+    "resolve_key",
+    "to_dict",
+]

@@ -1,0 +1,195 @@
+"""Train any registry key on a bandit and compare it with its exact fixed point.
+
+``run("c_dpo", bandit)`` loads the key's testbed preset (``algorithms/c_dpo/testbed.yaml``),
+takes β and the cost limit from the bandit (so the two cannot disagree), builds the tabular
+backend, the oracle scorer and the pair data, and calls the same ``train`` function a causal LM
+run calls.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from constrained_align import algorithms
+from constrained_align.algorithms import RunContext
+from constrained_align.backends.tabular import TabularPolicy, TabularScorer
+from constrained_align.config import (
+    RunConfig,
+    apply_overrides,
+    from_dict,
+    load_yaml,
+    preset_path,
+)
+from constrained_align.testbed.bandit import Bandit, tv_distance
+from constrained_align.testbed.data import TabularTask, population_pairs, sampled_pairs
+from constrained_align.testbed.instances import generated, instance_a
+from constrained_align.testbed.targets import Target, target_for
+
+
+@dataclass
+class TestbedResult:
+    """Outcome of one testbed run.
+
+    Attributes:
+        policy: ``(K, N)`` trained π.
+        lam: final λ, or None for keys without a multiplier.
+        history: per-step metric dicts (``dual/lambda`` where there is one).
+        target: the exact fixed point this key should reach.
+        lambda_star: λ* of the constrained problem.
+        bandit: the bandit trained on.
+        config: the resolved run config.
+        seconds: wall time of training.
+    """
+
+    __test__ = False  # not a pytest class
+
+    policy: np.ndarray
+    lam: float | None
+    history: list[dict[str, Any]]
+    target: Target
+    lambda_star: float
+    bandit: Bandit
+    config: RunConfig
+    seconds: float
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def tv_to_target(self) -> float:
+        """Prompt-averaged TV(π, the key's own target)."""
+        return tv_distance(self.policy, self.target.policy, self.bandit.prompt_weights)
+
+    @property
+    def tv_to_optimum(self) -> float:
+        """Prompt-averaged TV(π, π*)."""
+        return tv_distance(self.policy, self.bandit.gibbs(self.lambda_star),
+                           self.bandit.prompt_weights)
+
+    @property
+    def expected_cost(self) -> float:
+        return self.bandit.expected(self.policy, self.bandit.cost)
+
+    @property
+    def expected_reward(self) -> float:
+        return self.bandit.expected(self.policy, self.bandit.reward)
+
+    @property
+    def violation(self) -> float:
+        """[E c − d]_+."""
+        return max(0.0, self.expected_cost - self.bandit.cost_limit)
+
+    @property
+    def unsafe_mass(self) -> float:
+        return self.bandit.unsafe_mass(self.policy)
+
+    @property
+    def steps(self) -> int:
+        return len(self.history)
+
+
+def load_run_config(spec: str, overrides: dict[str, Any] | list[str] | None = None) -> RunConfig:
+    """A :class:`RunConfig` from a preset (``key:name``) or YAML path, with overrides applied.
+
+    A YAML file may name ``base: <preset name>`` to start from another preset of the same key
+    (e.g. ``tiny.yaml`` builds on ``testbed.yaml``); its own keys then override the base's.
+    """
+    path = preset_path(spec)
+    data = _with_base(path)
+    key = data.get("algorithm")
+    if key is None:
+        raise ValueError(f"{path}: missing required key 'algorithm'")
+    train_cls = algorithms.get(key).config_class
+    train = from_dict(train_cls, data.pop("train", {}) or {}, source=str(path), prefix="train")
+    config = from_dict(RunConfig, data, source=str(path))
+    config.train = train
+    if overrides:
+        apply_overrides(config, overrides)
+    return config
+
+
+def _with_base(path: Any) -> dict[str, Any]:
+    data = load_yaml(path)
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    merged = _with_base(path.parent / f"{base}.yaml")
+    return _merge(merged, data)
+
+
+def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def bandit_from_config(config: RunConfig) -> Bandit:
+    """The bandit a run config describes (β and d from its algorithm section)."""
+    tb, train = config.testbed, config.train
+    cost_limit = train.dual.cost_limit if hasattr(train, "dual") else None
+    if tb.instance == "A":
+        return instance_a(beta=train.beta, cost_limit=-0.3 if cost_limit is None else cost_limit)
+    return generated(tb.instance_seed, num_prompts=tb.num_prompts,
+                     num_responses=tb.num_responses, beta=train.beta,
+                     cost_limit=-0.5 if cost_limit is None else cost_limit)
+
+
+def run(algorithm: str, bandit: Bandit | None = None, *, seed: int = 0,
+        preset: str = "testbed", **overrides: Any) -> TestbedResult:
+    """Train ``algorithm`` on ``bandit`` with its testbed settings; compare with its target.
+
+    Args:
+        algorithm: registry key.
+        bandit: the instance; None builds the one the preset names.
+        seed: seed of backend sampling, labels and pair draws.
+        preset: preset name of the key (``testbed`` by default).
+        **overrides: config overrides by dotted path or unique leaf name, e.g.
+            ``mode="sampled"``, ``epochs=200``, ``kl_placement="both"``.
+    """
+    config = load_run_config(f"{algorithm}:{preset}", {"seed": seed, **overrides})
+    if bandit is None:
+        bandit = bandit_from_config(config)
+    train = config.train
+    train.beta = bandit.beta
+    if hasattr(train, "dual"):
+        train.dual.cost_limit = bandit.cost_limit
+    if hasattr(train, "reference_cost"):
+        train.reference_cost = bandit.expected(bandit.ref_probs, bandit.cost)
+    backend, task = build_tabular(config, bandit)
+    ctx = RunContext(backend=backend, scorer=TabularScorer(bandit.reward, bandit.cost),
+                     task=task, seed=config.seed)
+    start = time.perf_counter()
+    result = algorithms.get(algorithm).train(train, ctx)
+    seconds = time.perf_counter() - start
+    return TestbedResult(
+        policy=backend.policy(),
+        lam=result.lam,
+        history=result.history,
+        target=target_for(algorithm, train, bandit, task.pairs),
+        lambda_star=bandit.lambda_star(),
+        bandit=bandit,
+        config=config,
+        seconds=seconds,
+        extras=result.extras,
+    )
+
+
+def build_tabular(config: RunConfig, bandit: Bandit) -> tuple[TabularPolicy, TabularTask]:
+    """The tabular backend and task of a run config."""
+    tb = config.testbed
+    backend = TabularPolicy(bandit.ref_probs, mode=tb.mode, optim=config.train.optim,
+                            prompt_weights=bandit.prompt_weights, seed=config.seed)
+    if tb.mode == "population":
+        pairs = population_pairs(bandit)
+    else:
+        pairs = sampled_pairs(bandit, tb.pairs_per_prompt, seed=config.seed)
+    task = TabularTask(pairs=pairs, num_prompts=bandit.shape[0],
+                       samples_per_prompt=tb.samples_per_prompt,
+                       reference_samples=tb.reference_samples)
+    return backend, task
