@@ -54,6 +54,7 @@ class GRPOLagConfig(OnlineConfig):
                 "Models (GRPO), combined with Safe RLHF's Lagrangian", "2402.03300"),
     summary="group-relative reward and cost advantages, (Â_r − λÂ_c)/(1+λ), no critics",
     has_multiplier=True,
+    status="experimental",  # no reference implementation exists (ALGORITHMS.md §3.3)
 )
 def train(config: GRPOLagConfig, ctx: RunContext) -> RunResult:
     """Generate G per prompt → score → dual step → clipped updates with the KL term."""

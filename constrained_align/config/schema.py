@@ -64,6 +64,9 @@ class TestbedConfig:
     mode: Literal["population", "sampled"] = param(
         "population", "exact expectations over all responses/pairs, or finite seeded samples"
     )
+    pair_distribution: Literal["reference", "uniform"] = param(
+        "reference", "μ, the policy that drew the preference pairs: π_ref or uniform"
+    )
     pairs_per_prompt: int = param(64, "sampled mode: preference pairs drawn per prompt")
     samples_per_prompt: int = param(16, "sampled mode: on-policy samples per prompt per step")
     reference_samples: int = param(

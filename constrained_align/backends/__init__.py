@@ -1,0 +1,1 @@
+"""Policy backends: the tabular testbed backend (the causal-LM backend comes next)."""

@@ -1,0 +1,1 @@
+"""Data schema, loaders and validation (to come: PKU-SafeRLHF, HH-RLHF, XSTest)."""

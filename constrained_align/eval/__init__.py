@@ -1,0 +1,1 @@
+"""Generation, scoring, metrics and reports (to come)."""

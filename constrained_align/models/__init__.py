@@ -1,0 +1,1 @@
+"""Reward and cost score models (to come)."""

@@ -1,0 +1,1 @@
+"""Offline and online training loops over accelerate (to come)."""
