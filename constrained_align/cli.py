@@ -15,8 +15,10 @@ def _cmd_list(args: argparse.Namespace) -> int:
     print(f"{'key':<12} {'family':<8} {'λ':<4} {'status':<12} {'arXiv':<11} paper")
     for key in sorted(REGISTRY, key=lambda k: (REGISTRY[k].family != "online", k)):
         spec = REGISTRY[key]
-        print(f"{key:<12} {spec.family:<8} {'yes' if spec.has_multiplier else 'no':<4} "
-              f"{spec.status:<12} {spec.paper.arxiv or '—':<11} {spec.paper.title}")
+        print(
+            f"{key:<12} {spec.family:<8} {'yes' if spec.has_multiplier else 'no':<4} "
+            f"{spec.status:<12} {spec.paper.arxiv or '—':<11} {spec.paper.title}"
+        )
         print(f"{'':<12} {spec.summary}")
     return 0
 
@@ -44,14 +46,18 @@ def _cmd_testbed(args: argparse.Namespace) -> int:
         bandit, name = instance_a(), "Instance A (β = 0.5, d = −0.3)"
     else:
         bandit = generated(args.seed, beta=args.beta, cost_limit=args.cost_limit)
-        name = f"generated instance seed {args.seed} (32×16, β = {args.beta}, d = {args.cost_limit})"
+        name = (
+            f"generated instance seed {args.seed} (32×16, β = {args.beta}, d = {args.cost_limit})"
+        )
     overrides = {"mode": args.mode} if args.mode else {}
     print(f"Testbed: {name}; λ* = {bandit.lambda_star():.6f}")
     rows = compare(keys, bandit, **overrides)
     print(format_table(rows))
     missed = [row.key for row in rows if not row.met]
-    print(f"\n{len(rows) - len(missed)} of {len(rows)} keys met their target"
-          + (f"; missed: {', '.join(missed)}" if missed else ""))
+    print(
+        f"\n{len(rows) - len(missed)} of {len(rows)} keys met their target"
+        + (f"; missed: {', '.join(missed)}" if missed else "")
+    )
     if args.plot:
         print(f"λ trajectories written to {plot_lambdas(rows, args.plot)}")
     return 1 if missed else 0
@@ -70,19 +76,32 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("show-config", help="print a preset or YAML config, resolved")
     p.add_argument("config", help="preset like c_dpo:tiny, or a YAML file")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override by dotted path or unique field name (repeatable)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override by dotted path or unique field name (repeatable)",
+    )
     p.add_argument("--no-docs", action="store_true", help="omit the field documentation")
     p.set_defaults(func=_cmd_show_config)
 
     p = sub.add_parser("testbed", help="every key on the closed-form bandit vs its exact optimum")
     p.add_argument("--algorithms", nargs="+", metavar="KEY", help="keys to run (default: all)")
-    p.add_argument("--seed", type=int, default=None,
-                   help="use the §5.5 generated instance with this seed (default: Instance A)")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="use the §5.5 generated instance with this seed (default: Instance A)",
+    )
     p.add_argument("--beta", type=float, default=0.1, help="β of a generated instance")
     p.add_argument("--cost-limit", type=float, default=-0.5, help="d of a generated instance")
-    p.add_argument("--mode", choices=["population", "sampled"], default=None,
-                   help="exact expectations (default) or finite samples")
+    p.add_argument(
+        "--mode",
+        choices=["population", "sampled"],
+        default=None,
+        help="exact expectations (default) or finite samples",
+    )
     p.add_argument("--plot", metavar="PNG", help="write the λ trajectories to this PNG")
     p.set_defaults(func=_cmd_testbed)
     return parser

@@ -107,7 +107,12 @@ class PolicyBackend(Protocol):
     """What an algorithm may ask of a policy. Implemented by the tabular and causal-LM backends."""
 
     def sample(
-        self, prompts: Prompts, num_samples: int, *, reference: bool = False, seed: int | None = None
+        self,
+        prompts: Prompts,
+        num_samples: int,
+        *,
+        reference: bool = False,
+        seed: int | None = None,
     ) -> Samples:
         """Draw ``num_samples`` responses per prompt from the policy (or the reference)."""
         ...

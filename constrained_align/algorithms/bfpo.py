@@ -47,8 +47,10 @@ def oriented_targets(pairs: PairBatch, config: BFPOConfig) -> tuple[Tensor, Tens
     "bfpo",
     config=BFPOConfig,
     family="offline",
-    paper=Paper("Bi-Factorial Preference Optimization: Balancing Safety-Helpfulness in "
-                "Language Models", "2408.15313"),
+    paper=Paper(
+        "Bi-Factorial Preference Optimization: Balancing Safety-Helpfulness in Language Models",
+        "2408.15313",
+    ),
     summary="IPO-style squared loss with a fixed safety-helpfulness labelling function",
     has_multiplier=False,
 )
@@ -60,11 +62,14 @@ def train(config: BFPOConfig, ctx: RunContext) -> RunResult:
         t1, t0 = oriented_targets(pairs, config)
         p = pairs.better_id
         return ipo_squared_loss(
-            torch.cat([l1, l0]), torch.cat([l0, l1]), target=torch.cat([t1, t0]),
+            torch.cat([l1, l0]),
+            torch.cat([l0, l1]),
+            target=torch.cat([t1, t0]),
             weight=torch.cat([pairs.weight * p, pairs.weight * (1 - p)]),
         )
 
     history: list[dict[str, float]] = []
-    train_pairs(ctx, ctx.task.pair_batches(0), loss_fn, epochs=config.epochs,
-                history=history, stage="bfpo")
+    train_pairs(
+        ctx, ctx.task.pair_batches(0), loss_fn, epochs=config.epochs, history=history, stage="bfpo"
+    )
     return RunResult(lam=None, history=history)

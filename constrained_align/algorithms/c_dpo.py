@@ -21,8 +21,8 @@ import torch
 
 from constrained_align.algorithms.common import (
     cost_range,
-    draw_labels,
     dpo_on_labels,
+    draw_labels,
     lagrangian_label,
     make_primal_dual,
     observe_on_policy_cost,
@@ -51,24 +51,35 @@ class CDPOConfig(OfflineConfig):
     )
 
 
-def relabel_round(ctx: RunContext, batches: list, lam: float, config: OfflineConfig,
-                  generator: torch.Generator) -> list:
+def relabel_round(
+    ctx: RunContext, batches: list, lam: float, config: OfflineConfig, generator: torch.Generator
+) -> list:
     """Pairs with ``extra['label']`` drawn from σ(Δr_λ / T) (soft or one Bernoulli draw)."""
     return [
-        b.with_extra(label=draw_labels(
-            lagrangian_label(b, lam, temperature=config.temperature), config.label_mode,
-            generator))
+        b.with_extra(
+            label=draw_labels(
+                lagrangian_label(b, lam, temperature=config.temperature),
+                config.label_mode,
+                generator,
+            )
+        )
         for b in batches
     ]
 
 
-def initial_primal_dual(ctx: RunContext, config: CDPOConfig | OfflineConfig, batches: list,
-                        dual: DualConfig, warm_start: bool) -> tuple[PrimalDual, float | None]:
+def initial_primal_dual(
+    ctx: RunContext,
+    config: CDPOConfig | OfflineConfig,
+    batches: list,
+    dual: DualConfig,
+    warm_start: bool,
+) -> tuple[PrimalDual, float | None]:
     """The PrimalDual, warm-started at the one-shot λ̂ when asked; also returns λ̂."""
     lam0 = None
     if warm_start:
-        lam0 = one_shot_lambda(ctx, beta=config.beta, cost_limit=dual.cost_limit,
-                               max_value=dual.lambda_max)
+        lam0 = one_shot_lambda(
+            ctx, beta=config.beta, cost_limit=dual.cost_limit, max_value=dual.lambda_max
+        )
     pd = make_primal_dual(dual, beta=config.beta, cost_range=cost_range(batches), init=lam0)
     return pd, lam0
 
@@ -77,8 +88,9 @@ def initial_primal_dual(ctx: RunContext, config: CDPOConfig | OfflineConfig, bat
     "c_dpo",
     config=CDPOConfig,
     family="offline",
-    paper=Paper("Enhancing LLM Safety via Constrained Direct Preference Optimization",
-                "2403.02475"),
+    paper=Paper(
+        "Enhancing LLM Safety via Constrained Direct Preference Optimization", "2403.02475"
+    ),
     summary="relabel by r − λc, full DPO run, projected dual step on on-policy cost; repeat",
     has_multiplier=True,
 )
@@ -93,13 +105,24 @@ def train(config: CDPOConfig, ctx: RunContext) -> RunResult:
         lam = pd.lam()
         labelled = relabel_round(ctx, batches, lam, config, generator)
         loss_fn = dpo_on_labels(ctx, beta=config.beta, label_key="label")
-        train_pairs(ctx, labelled, loss_fn, epochs=config.epochs, history=history,
-                    stage=f"round {round_}", extra_metrics={"dual/lambda": lam})
+        train_pairs(
+            ctx,
+            labelled,
+            loss_fn,
+            epochs=config.epochs,
+            history=history,
+            stage=f"round {round_}",
+            extra_metrics={"dual/lambda": lam},
+        )
         cost = observe_on_policy_cost(ctx, pd, round_)
         violation = cost - config.dual.cost_limit
         history[-1].update({"constraint/cost_estimate": cost, "constraint/violation": violation})
         if abs(violation) < config.tol or (lam == 0.0 and violation <= 0):
             break
         pd.step(round_)
-    return RunResult(lam=lam, history=history, primal_dual=pd,
-                     extras={"lambda_warm_start": lam0, "rounds": round_ + 1})
+    return RunResult(
+        lam=lam,
+        history=history,
+        primal_dual=pd,
+        extras={"lambda_warm_start": lam0, "rounds": round_ + 1},
+    )

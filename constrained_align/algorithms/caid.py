@@ -56,9 +56,19 @@ def train(config: CAIDConfig, ctx: RunContext) -> RunResult:
             pd.step(t)
         lam = pd.lam()
         labelled = relabel_round(ctx, batches, lam, config, generator)
-        train_pairs(ctx, labelled, dpo_on_labels(ctx, beta=config.beta, label_key="label"),
-                    epochs=config.epochs, history=history, stage=f"iteration {t}",
-                    extra_metrics={"dual/lambda": lam, "constraint/cost_estimate": cost,
-                                   "constraint/violation": cost - config.dual.cost_limit})
-    return RunResult(lam=pd.lam(), history=history, primal_dual=pd,
-                     extras={"lambda_warm_start": lam0})
+        train_pairs(
+            ctx,
+            labelled,
+            dpo_on_labels(ctx, beta=config.beta, label_key="label"),
+            epochs=config.epochs,
+            history=history,
+            stage=f"iteration {t}",
+            extra_metrics={
+                "dual/lambda": lam,
+                "constraint/cost_estimate": cost,
+                "constraint/violation": cost - config.dual.cost_limit,
+            },
+        )
+    return RunResult(
+        lam=pd.lam(), history=history, primal_dual=pd, extras={"lambda_warm_start": lam0}
+    )

@@ -11,19 +11,19 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from constrained_align.algorithms.registry import RunContext
 from constrained_align.config import DualConfig
 from constrained_align.losses import dpo_loss
 from constrained_align.primal_dual import (
     BatchMean,
+    Constraint,
     DualUnboundedError,
     Exact,
-    Constraint,
     ImportanceEstimate,
     PrimalDual,
     WindowMean,
     build_multiplier,
 )
-from constrained_align.algorithms.registry import RunContext
 from constrained_align.types import PairBatch, Samples
 
 LossFn = Callable[[PairBatch], tuple[Tensor, dict[str, float]]]
@@ -106,16 +106,21 @@ def importance_from_samples(
     # Rows of a prompt carry its weight ρ_x·(π_ref(y|x) or 1): split into ρ and per-sample weights.
     rho = weight.sum(-1)
     return ImportanceEstimate(
-        reward.reshape(shape), cost.reshape(shape), beta=beta,
-        weights=weight / rho.unsqueeze(-1), prompt_weights=rho,
+        reward.reshape(shape),
+        cost.reshape(shape),
+        beta=beta,
+        weights=weight / rho.unsqueeze(-1),
+        prompt_weights=rho,
     )
 
 
-def one_shot_lambda(ctx: RunContext, *, beta: float, cost_limit: float,
-                    max_value: float | None = None) -> float:
+def one_shot_lambda(
+    ctx: RunContext, *, beta: float, cost_limit: float, max_value: float | None = None
+) -> float:
     """λ̂ of the CAN one-shot dual on reference samples (warm starts of c_dpo and caid)."""
-    pd = PrimalDual({"cost": Constraint(rule=Exact(max_value=max_value), estimator=None,
-                                        cost_limit=cost_limit)})
+    pd = PrimalDual(
+        {"cost": Constraint(rule=Exact(max_value=max_value), estimator=None, cost_limit=cost_limit)}
+    )
     return exact_dual_step(pd, reference_importance(ctx, beta), cost_limit=cost_limit)
 
 
@@ -144,8 +149,10 @@ def pair_scores(ctx: RunContext, pairs: PairBatch) -> PairBatch:
         return pairs
     s = ctx.scorer
     return pairs.with_extra(
-        reward_0=s.reward(pairs.response_0).detach(), reward_1=s.reward(pairs.response_1).detach(),
-        cost_0=s.cost(pairs.response_0).detach(), cost_1=s.cost(pairs.response_1).detach(),
+        reward_0=s.reward(pairs.response_0).detach(),
+        reward_1=s.reward(pairs.response_1).detach(),
+        cost_0=s.cost(pairs.response_0).detach(),
+        cost_1=s.cost(pairs.response_1).detach(),
     )
 
 

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from torch import Tensor
+
 from constrained_align.algorithms.common import make_primal_dual
 from constrained_align.algorithms.online import (
     KLPlacement,
@@ -26,7 +28,12 @@ from constrained_align.algorithms.online import (
 )
 from constrained_align.algorithms.registry import Paper, RunContext, RunResult, register
 from constrained_align.config import DualConfig, param
-from constrained_align.losses import group_relative_advantages, kl_penalty_loss, lagrangian_advantages
+from constrained_align.losses import (
+    group_relative_advantages,
+    kl_penalty_loss,
+    lagrangian_advantages,
+)
+from constrained_align.types import Samples
 
 
 @dataclass
@@ -40,18 +47,40 @@ class GRPOLagConfig(OnlineConfig):
         False, "divide group advantages by the group std (no closed-form target then)"
     )
     dual: DualConfig = param(
-        DualConfig(multiplier="log_sgd", cost_limit=0.0, lambda_init=1.0, lambda_lr=0.1,
-                   lambda_max=5.0, cost_window=128),
+        DualConfig(
+            multiplier="log_sgd",
+            cost_limit=0.0,
+            lambda_init=1.0,
+            lambda_lr=0.1,
+            lambda_max=5.0,
+            cost_window=128,
+        ),
         "the multiplier; log-λ SGD per generation batch on a window of raw costs",
     )
+
+
+def kl_loss_term(samples: Samples, kl: Tensor, beta_kl: float):
+    """β_KL·KL(π_θ‖π_ref) as a function of the current token log-probs (for ``ppo_update``)."""
+    kl_to_go = kl.flip(-1).cumsum(-1).flip(-1)  # (B, T) K_t = Σ_{t'≥t} k_t'
+
+    def term(logprobs: Tensor) -> tuple[Tensor, dict[str, float]]:
+        loss, metrics = kl_penalty_loss(
+            logprobs, samples.logprobs.token, kl_to_go, samples.logprobs.mask, weight=samples.weight
+        )
+        return beta_kl * loss, metrics
+
+    return term
 
 
 @register(
     "grpo_lag",
     config=GRPOLagConfig,
     family="online",
-    paper=Paper("DeepSeekMath: Pushing the Limits of Mathematical Reasoning in Open Language "
-                "Models (GRPO), combined with Safe RLHF's Lagrangian", "2402.03300"),
+    paper=Paper(
+        "DeepSeekMath: Pushing the Limits of Mathematical Reasoning in Open Language "
+        "Models (GRPO), combined with Safe RLHF's Lagrangian",
+        "2402.03300",
+    ),
     summary="group-relative reward and cost advantages, (Â_r − λÂ_c)/(1+λ), no critics",
     has_multiplier=True,
     status="experimental",  # no reference implementation exists (ALGORITHMS.md §3.3)
@@ -67,20 +96,16 @@ def train(config: GRPOLagConfig, ctx: RunContext) -> RunResult:
         s = ro.samples
         pd.observe("cost", ro.cost, s.weight)
         lam = pd.step(step)["cost"]
-        a_r = group_relative_advantages(ro.reward, s.group, scale_by_std=config.scale_by_std,
-                                        weight=s.weight)
-        a_c = group_relative_advantages(ro.cost, s.group, scale_by_std=config.scale_by_std,
-                                        weight=s.weight)
+        a_r = group_relative_advantages(
+            ro.reward, s.group, scale_by_std=config.scale_by_std, weight=s.weight
+        )
+        a_c = group_relative_advantages(
+            ro.cost, s.group, scale_by_std=config.scale_by_std, weight=s.weight
+        )
         mask = s.logprobs.mask
         adv = lagrangian_advantages(a_r, a_c, lam).unsqueeze(-1) * mask
         beta_kl = config.beta / (1.0 + lam) if config.kl_placement == "reward" else config.beta
-        kl_to_go = ro.kl.flip(-1).cumsum(-1).flip(-1)
-
-        def kl_term(logprobs, kl_to_go=kl_to_go, beta_kl=beta_kl):
-            loss, m = kl_penalty_loss(logprobs, s.logprobs.token, kl_to_go, mask,
-                                      weight=s.weight)
-            return beta_kl * loss, m
-
+        kl_term = kl_loss_term(s, ro.kl, beta_kl)
         metrics = ppo_update(ctx, ro, adv, {}, config, extra_loss=kl_term)
         record = {"step": step, **rollout_metrics(ro), **metrics, **pd.metrics()}
         history.append(record)

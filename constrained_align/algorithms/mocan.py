@@ -61,7 +61,13 @@ def train(config: MoCANConfig, ctx: RunContext) -> RunResult:
     batches = [pair_scores(ctx, b) for b in ctx.task.pair_batches(0)]
     labelled = relabel_round(ctx, batches, lam, config, torch.Generator().manual_seed(ctx.seed))
     history: list[dict[str, float]] = []
-    train_pairs(ctx, labelled, dpo_on_labels(ctx, beta=config.beta, label_key="label"),
-                epochs=config.epochs, history=history, stage="dpo",
-                extra_metrics={"dual/lambda": lam})
+    train_pairs(
+        ctx,
+        labelled,
+        dpo_on_labels(ctx, beta=config.beta, label_key="label"),
+        epochs=config.epochs,
+        history=history,
+        stage="dpo",
+        extra_metrics={"dual/lambda": lam},
+    )
     return RunResult(lam=lam, history=history, primal_dual=pd)

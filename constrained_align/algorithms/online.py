@@ -67,7 +67,12 @@ def end_token(mask: Tensor, values: Tensor) -> Tensor:
 
 
 def token_signals(
-    ro: Rollout, *, beta: float, placement: KLPlacement, clip: float, end_reward: Tensor,
+    ro: Rollout,
+    *,
+    beta: float,
+    placement: KLPlacement,
+    clip: float,
+    end_reward: Tensor,
     end_cost: Tensor | None = None,
 ) -> tuple[Tensor, Tensor | None]:
     """Per-token reward and cost streams of Safe RLHF (§3.1), clamped to ±``clip``.
@@ -83,8 +88,9 @@ def token_signals(
     return rewards, costs.clamp(-clip, clip) * mask
 
 
-def advantages(ctx: RunContext, ro: Rollout, head: str, signal: Tensor,
-               config: OnlineConfig) -> tuple[Tensor, Tensor, Tensor]:
+def advantages(
+    ctx: RunContext, ro: Rollout, head: str, signal: Tensor, config: OnlineConfig
+) -> tuple[Tensor, Tensor, Tensor]:
     """GAE of one stream with its critic: (advantages, returns, old values), all (B, T)."""
     mask = ro.samples.logprobs.mask
     with torch.no_grad():
@@ -116,8 +122,14 @@ def ppo_update(
 
         def closure(holder: dict[str, float] = holder) -> Tensor:
             lp = ctx.backend.logprobs(s.sequences)
-            loss, m = ppo_clip_loss(lp.token, s.logprobs.token, adv, lp.mask,
-                                    clip_range=config.clip_range_ratio, weight=s.weight)
+            loss, m = ppo_clip_loss(
+                lp.token,
+                s.logprobs.token,
+                adv,
+                lp.mask,
+                clip_range=config.clip_range_ratio,
+                weight=s.weight,
+            )
             holder.update(m)
             if extra_loss is not None:
                 kl_loss, m = extra_loss(lp.token)
@@ -125,9 +137,14 @@ def ppo_update(
                 holder.update(m)
             for head, (old_values, returns) in critics.items():
                 values = ctx.backend.values(s.sequences, head)
-                v_loss, m = clipped_value_loss(values, old_values, returns, lp.mask,
-                                               clip_range=config.clip_range_value,
-                                               weight=s.weight)
+                v_loss, m = clipped_value_loss(
+                    values,
+                    old_values,
+                    returns,
+                    lp.mask,
+                    clip_range=config.clip_range_value,
+                    weight=s.weight,
+                )
                 loss = loss + v_loss
                 holder.update({f"loss/value_{head}": m["loss/value"]})
             return loss

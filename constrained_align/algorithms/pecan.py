@@ -23,8 +23,8 @@ from typing import Literal
 import torch
 
 from constrained_align.algorithms.common import (
-    draw_labels,
     dpo_on_labels,
+    draw_labels,
     exact_dual_step,
     importance_from_samples,
     make_primal_dual,
@@ -33,7 +33,7 @@ from constrained_align.algorithms.common import (
 from constrained_align.algorithms.mocan import CAN_PAPER
 from constrained_align.algorithms.offline_config import OfflineConfig
 from constrained_align.algorithms.registry import Paper, RunContext, RunResult, register
-from constrained_align.config import DualConfig, ConfigError, param
+from constrained_align.config import ConfigError, DualConfig, param
 from constrained_align.types import PolicyBackend, Sequences
 
 
@@ -58,14 +58,21 @@ def _logratio(model: PolicyBackend, ref: PolicyBackend, seqs: Sequences) -> torc
         return model.logprobs(seqs).sequence - ref.logprobs(seqs, reference=True).sequence
 
 
-def pre_align(ctx: RunContext, config: PeCANConfig, label: str,
-              history: list[dict[str, float]]) -> PolicyBackend:
+def pre_align(
+    ctx: RunContext, config: PeCANConfig, label: str, history: list[dict[str, float]]
+) -> PolicyBackend:
     """A fork of the policy trained by DPO(β) on ``better_id`` or ``safer_id`` labels."""
     model = ctx.backend.fork()
     sub = RunContext(backend=model, scorer=ctx.scorer, task=ctx.task, seed=ctx.seed, log=ctx.log)
     batches = [b.with_extra(label=getattr(b, label)) for b in ctx.task.pair_batches(0)]
-    train_pairs(sub, batches, dpo_on_labels(sub, beta=config.beta, label_key="label"),
-                epochs=config.pre_align_epochs, history=history, stage=f"pre-align {label}")
+    train_pairs(
+        sub,
+        batches,
+        dpo_on_labels(sub, beta=config.beta, label_key="label"),
+        epochs=config.pre_align_epochs,
+        history=history,
+        stage=f"pre-align {label}",
+    )
     return model
 
 
@@ -108,7 +115,13 @@ def train(config: PeCANConfig, ctx: RunContext) -> RunResult:
         d_g = _logratio(pi_g, backend, b.response_1) - _logratio(pi_g, backend, b.response_0)
         prob = torch.sigmoid(scale * (d_r + lam * d_g) / config.temperature)
         batches.append(b.with_extra(label=draw_labels(prob, config.label_mode, generator)))
-    train_pairs(ctx, batches, dpo_on_labels(ctx, beta=beta, label_key="label"),
-                epochs=config.epochs, history=history, stage="dpo",
-                extra_metrics={"dual/lambda": lam})
+    train_pairs(
+        ctx,
+        batches,
+        dpo_on_labels(ctx, beta=beta, label_key="label"),
+        epochs=config.epochs,
+        history=history,
+        stage="dpo",
+        extra_metrics={"dual/lambda": lam},
+    )
     return RunResult(lam=lam, history=history, primal_dual=pd)

@@ -19,9 +19,9 @@ from constrained_align.algorithms.online import (
     KLPlacement,
     OnlineConfig,
     advantages,
+    ppo_update,
     rollout,
     rollout_metrics,
-    ppo_update,
     token_signals,
 )
 from constrained_align.algorithms.registry import Paper, RunContext, RunResult, register
@@ -39,8 +39,14 @@ class PPOLagConfig(OnlineConfig):
         "reward", "KL in the reward stream only (targets π*) or in both streams (Safe RLHF code)"
     )
     dual: DualConfig = param(
-        DualConfig(multiplier="log_sgd", cost_limit=0.0, lambda_init=1.0, lambda_lr=0.1,
-                   lambda_max=5.0, cost_window=128),
+        DualConfig(
+            multiplier="log_sgd",
+            cost_limit=0.0,
+            lambda_init=1.0,
+            lambda_lr=0.1,
+            lambda_max=5.0,
+            cost_window=128,
+        ),
         "the multiplier; log-λ SGD per RL step on a window of raw costs",
     )
 
@@ -61,14 +67,20 @@ def train(config: PPOLagConfig, ctx: RunContext) -> RunResult:
         ro = rollout(ctx, step)
         pd.observe("cost", ro.cost, ro.samples.weight)
         lam = pd.step(step)["cost"]
-        r_t, c_t = token_signals(ro, beta=config.beta, placement=config.kl_placement,
-                                 clip=config.clip_range_score, end_reward=ro.reward,
-                                 end_cost=ro.cost)
+        r_t, c_t = token_signals(
+            ro,
+            beta=config.beta,
+            placement=config.kl_placement,
+            clip=config.clip_range_score,
+            end_reward=ro.reward,
+            end_cost=ro.cost,
+        )
         adv_r, ret_r, old_r = advantages(ctx, ro, "reward", r_t, config)
         adv_c, ret_c, old_c = advantages(ctx, ro, "cost", c_t, config)
         adv = lagrangian_advantages(adv_r, adv_c, lam)
-        metrics = ppo_update(ctx, ro, adv, {"reward": (old_r, ret_r), "cost": (old_c, ret_c)},
-                             config)
+        metrics = ppo_update(
+            ctx, ro, adv, {"reward": (old_r, ret_r), "cost": (old_c, ret_c)}, config
+        )
         record = {"step": step, **rollout_metrics(ro), **metrics, **pd.metrics()}
         history.append(record)
         ctx.log(record)

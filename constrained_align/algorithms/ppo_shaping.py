@@ -51,8 +51,13 @@ def train(config: PPOShapingConfig, ctx: RunContext) -> RunResult:
         ro = rollout(ctx, step)
         pd.observe("cost", ro.cost, ro.samples.weight)  # logged only: the rule is fixed
         pd.step(step)
-        r_t, _ = token_signals(ro, beta=config.beta, placement="reward",
-                               clip=config.clip_range_score, end_reward=ro.reward - nu * ro.cost)
+        r_t, _ = token_signals(
+            ro,
+            beta=config.beta,
+            placement="reward",
+            clip=config.clip_range_score,
+            end_reward=ro.reward - nu * ro.cost,
+        )
         adv, ret, old = advantages(ctx, ro, "reward", r_t, config)
         metrics = ppo_update(ctx, ro, adv, {"reward": (old, ret)}, config)
         record = {"step": step, **rollout_metrics(ro), **metrics, **pd.metrics()}

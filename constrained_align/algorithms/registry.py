@@ -87,8 +87,9 @@ def register(
     def wrap(train: Callable[[Any, RunContext], RunResult]) -> Callable[..., RunResult]:
         if key in REGISTRY:
             raise ValueError(f"algorithm '{key}' registered twice")
-        REGISTRY[key] = AlgorithmSpec(key, config, family, paper, status, train,
-                                      has_multiplier, summary)
+        REGISTRY[key] = AlgorithmSpec(
+            key, config, family, paper, status, train, has_multiplier, summary
+        )
         return train
 
     return wrap

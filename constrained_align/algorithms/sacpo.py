@@ -40,8 +40,9 @@ class SACPOConfig(OfflineConfig):
     "sacpo",
     config=SACPOConfig,
     family="offline",
-    paper=Paper("Stepwise Alignment for Constrained Language Model Policy Optimization",
-                "2404.11049"),
+    paper=Paper(
+        "Stepwise Alignment for Constrained Language Model Policy Optimization", "2404.11049"
+    ),
     summary="DPO(β) on helpfulness, then DPO(β/λ) on harmlessness with π_r as reference",
     has_multiplier=True,
 )
@@ -49,19 +50,35 @@ def train(config: SACPOConfig, ctx: RunContext) -> RunResult:
     """Stage 1 (reward), reference swap, stage 2 (safety)."""
     init = None
     if config.lambda_source == "dual_solve":
-        init = one_shot_lambda(ctx, beta=config.beta, cost_limit=config.dual.cost_limit,
-                               max_value=config.dual.lambda_max)
+        init = one_shot_lambda(
+            ctx,
+            beta=config.beta,
+            cost_limit=config.dual.cost_limit,
+            max_value=config.dual.lambda_max,
+        )
     pd = make_primal_dual(config.dual, beta=config.beta, init=init)
     lam = pd.lam()
     if lam <= 0:
         raise ValueError("sacpo needs λ > 0: stage 2 uses the KL weight β/λ")
     history: list[dict[str, float]] = []
     helpful = [b.with_extra(label=b.better_id) for b in ctx.task.pair_batches(0)]
-    train_pairs(ctx, helpful, dpo_on_labels(ctx, beta=config.beta, label_key="label"),
-                epochs=config.epochs, history=history, stage="stage 1 (reward)")
+    train_pairs(
+        ctx,
+        helpful,
+        dpo_on_labels(ctx, beta=config.beta, label_key="label"),
+        epochs=config.epochs,
+        history=history,
+        stage="stage 1 (reward)",
+    )
     ctx.backend.set_reference_to_policy()
     harmless = [b.with_extra(label=b.safer_id) for b in ctx.task.pair_batches(0)]
-    train_pairs(ctx, harmless, dpo_on_labels(ctx, beta=config.beta / lam, label_key="label"),
-                epochs=config.epochs, history=history, stage="stage 2 (safety)",
-                extra_metrics={"dual/lambda": lam})
+    train_pairs(
+        ctx,
+        harmless,
+        dpo_on_labels(ctx, beta=config.beta / lam, label_key="label"),
+        epochs=config.epochs,
+        history=history,
+        stage="stage 2 (safety)",
+        extra_metrics={"dual/lambda": lam},
+    )
     return RunResult(lam=lam, history=history, primal_dual=pd)

@@ -40,8 +40,10 @@ def unsafe_flags(pairs: PairBatch) -> tuple[Tensor, Tensor]:
     "safe_dpo",
     config=SafeDPOConfig,
     family="offline",
-    paper=Paper("SafeDPO: A Simple Approach to Direct Preference Optimization with Enhanced "
-                "Safety", "2505.20065"),
+    paper=Paper(
+        "SafeDPO: A Simple Approach to Direct Preference Optimization with Enhanced Safety",
+        "2505.20065",
+    ),
     summary="hard constraint: keep/swap/drop helpfulness pairs by safety labels, margin Δ",
     has_multiplier=False,
 )
@@ -51,10 +53,24 @@ def train(config: SafeDPOConfig, ctx: RunContext) -> RunResult:
     def loss_fn(pairs: PairBatch) -> tuple[Tensor, dict[str, float]]:
         h0, h1 = unsafe_flags(pairs)
         l0, l1 = logratios(ctx, pairs)
-        return safe_dpo_loss(l1, l0, chosen_unsafe=h1, rejected_unsafe=h0, beta=config.beta,
-                             delta=config.delta, label=pairs.better_id, weight=pairs.weight)
+        return safe_dpo_loss(
+            l1,
+            l0,
+            chosen_unsafe=h1,
+            rejected_unsafe=h0,
+            beta=config.beta,
+            delta=config.delta,
+            label=pairs.better_id,
+            weight=pairs.weight,
+        )
 
     history: list[dict[str, float]] = []
-    train_pairs(ctx, ctx.task.pair_batches(0), loss_fn, epochs=config.epochs,
-                history=history, stage="safe_dpo")
+    train_pairs(
+        ctx,
+        ctx.task.pair_batches(0),
+        loss_fn,
+        epochs=config.epochs,
+        history=history,
+        stage="safe_dpo",
+    )
     return RunResult(lam=None, history=history)

@@ -77,8 +77,10 @@ class TabularPolicy:
             raise ValueError("ref_probs must give every response positive probability")
         self.ref_logp = torch.log(ref / ref.sum(-1, keepdim=True))
         self.num_prompts, self.num_responses = ref.shape
-        rho = torch.ones(self.num_prompts, dtype=DTYPE) if prompt_weights is None else (
-            as_table(prompt_weights).reshape(-1)
+        rho = (
+            torch.ones(self.num_prompts, dtype=DTYPE)
+            if prompt_weights is None
+            else (as_table(prompt_weights).reshape(-1))
         )
         self.rho = rho / rho.sum()
         self.mode: Mode = mode
@@ -121,8 +123,9 @@ class TabularPolicy:
             weight = (rho.repeat_interleave(n) * logp[prompt, response].exp()).to(DTYPE)
         else:
             gen = self.generator if seed is None else torch.Generator().manual_seed(seed)
-            draws = torch.multinomial(logp[prompts].exp(), num_samples, replacement=True,
-                                      generator=gen)  # (P, n)
+            draws = torch.multinomial(
+                logp[prompts].exp(), num_samples, replacement=True, generator=gen
+            )  # (P, n)
             n = num_samples
             prompt = prompts.repeat_interleave(n)
             response = draws.reshape(-1)
@@ -221,9 +224,11 @@ class TabularScorer:
 
 def concat_pairs(batches: list[PairBatch]) -> PairBatch:
     """Concatenate tabular pair batches row-wise."""
+
     def cat_seqs(items: list[TabularSequences]) -> TabularSequences:
-        return TabularSequences(torch.cat([s.prompt for s in items]),
-                                torch.cat([s.response for s in items]))
+        return TabularSequences(
+            torch.cat([s.prompt for s in items]), torch.cat([s.response for s in items])
+        )
 
     return PairBatch(
         response_0=cat_seqs([b.response_0 for b in batches]),

@@ -34,9 +34,7 @@ def param(default: Any = dataclasses.MISSING, doc: str = "", **kwargs: Any) -> A
         return dataclasses.field(metadata=metadata, **kwargs)
     if dataclasses.is_dataclass(default) or isinstance(default, list | dict):
         value = default
-        return dataclasses.field(
-            default_factory=lambda: _copy(value), metadata=metadata, **kwargs
-        )
+        return dataclasses.field(default_factory=lambda: _copy(value), metadata=metadata, **kwargs)
     return dataclasses.field(default=default, metadata=metadata, **kwargs)
 
 
@@ -82,8 +80,11 @@ def coerce(value: Any, hint: Any, path: str, source: str | None = None) -> Any:
                 return coerce(value, option, path, source)
             except ConfigError as err:
                 errors.append(str(err))
-        raise ConfigError(errors[0] if len(errors) == 1 else f"{_where(path, source)}: {value!r}"
-                          f" matches none of {hint}")
+        raise ConfigError(
+            errors[0]
+            if len(errors) == 1
+            else f"{_where(path, source)}: {value!r} matches none of {hint}"
+        )
     if origin is Literal:
         choices = get_args(hint)
         if value not in choices:
@@ -129,8 +130,9 @@ def coerce(value: Any, hint: Any, path: str, source: str | None = None) -> Any:
     return value
 
 
-def from_dict(cls: type[T], data: Mapping[str, Any], *, source: str | None = None,
-              prefix: str = "") -> T:
+def from_dict(
+    cls: type[T], data: Mapping[str, Any], *, source: str | None = None, prefix: str = ""
+) -> T:
     """Build the dataclass ``cls`` from a mapping, rejecting unknown keys.
 
     Args:
@@ -146,6 +148,11 @@ def from_dict(cls: type[T], data: Mapping[str, Any], *, source: str | None = Non
         raise ConfigError(f"{_where(prefix or '<root>', source)}: expected a mapping")
     hints = _hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
+    defaults = {
+        f.name: f.default_factory()
+        for f in dataclasses.fields(cls)
+        if f.default_factory is not dataclasses.MISSING
+    }
     kwargs = {}
     for key, value in data.items():
         path = f"{prefix}.{key}" if prefix else str(key)
@@ -156,10 +163,17 @@ def from_dict(cls: type[T], data: Mapping[str, Any], *, source: str | None = Non
                 f"unknown key {_where(path, source)}{suggestion} "
                 f"(valid keys here: {', '.join(names)})"
             )
+        default = defaults.get(key)
+        if dataclasses.is_dataclass(default) and isinstance(value, Mapping):
+            # A partial section keeps the owner's defaults for what it leaves out (ppo_lag's
+            # `dual:` stays log_sgd when a YAML only sets cost_limit).
+            value = _merge_mapping(to_dict(default), value)
         kwargs[key] = coerce(value, hints[key], path, source)
     missing = [
-        f.name for f in dataclasses.fields(cls)
-        if f.name not in kwargs and f.default is dataclasses.MISSING
+        f.name
+        for f in dataclasses.fields(cls)
+        if f.name not in kwargs
+        and f.default is dataclasses.MISSING
         and f.default_factory is dataclasses.MISSING
     ]
     if missing:
@@ -169,6 +183,16 @@ def from_dict(cls: type[T], data: Mapping[str, Any], *, source: str | None = Non
         return cls(**kwargs)
     except (TypeError, ValueError) as err:
         raise ConfigError(f"{_where(prefix or '<root>', source)}: {err}") from err
+
+
+def _merge_mapping(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _merge_mapping(out[key], value)
+        else:
+            out[key] = value
+    return out
 
 
 def to_dict(obj: Any) -> Any:

@@ -160,8 +160,9 @@ class Bandit:
     def dual(self, lam: float) -> float:
         """D(λ) = β E_ρ log Z_λ + λ d (ALGORITHMS.md §1.3)."""
         logits = np.log(self.ref_probs) + (self.reward - lam * self.cost) / self.beta
-        return float(self.beta * self.prompt_weights @ logsumexp(logits, axis=-1)
-                     + lam * self.cost_limit)
+        return float(
+            self.beta * self.prompt_weights @ logsumexp(logits, axis=-1) + lam * self.cost_limit
+        )
 
     def hard_optimum(self) -> Optimum:
         """π_hard: the λ = 0 Gibbs policy restricted to safe responses (c ≤ 0), SafeDPO's target.

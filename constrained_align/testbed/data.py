@@ -30,8 +30,14 @@ def population_pairs(bandit: Bandit, mu: np.ndarray | None = None) -> PairBatch:
     return _pairs(bandit, prompt, r0, r1, weight, soft=True)
 
 
-def sampled_pairs(bandit: Bandit, pairs_per_prompt: int, *, seed: int = 0,
-                  mu: np.ndarray | None = None, label_noise: float = 0.0) -> PairBatch:
+def sampled_pairs(
+    bandit: Bandit,
+    pairs_per_prompt: int,
+    *,
+    seed: int = 0,
+    mu: np.ndarray | None = None,
+    label_noise: float = 0.0,
+) -> PairBatch:
     """Finite pairs drawn from μ (π_ref by default) with Bernoulli labels, seeded."""
     mu = bandit.ref_probs if mu is None else np.asarray(mu, dtype=np.float64)
     rng = np.random.default_rng(seed)
@@ -50,8 +56,16 @@ def sampled_pairs(bandit: Bandit, pairs_per_prompt: int, *, seed: int = 0,
     return batch
 
 
-def _pairs(bandit: Bandit, prompt: np.ndarray, r0: np.ndarray, r1: np.ndarray,
-           weight: np.ndarray, *, soft: bool, rng: np.random.Generator | None = None) -> PairBatch:
+def _pairs(
+    bandit: Bandit,
+    prompt: np.ndarray,
+    r0: np.ndarray,
+    r1: np.ndarray,
+    weight: np.ndarray,
+    *,
+    soft: bool,
+    rng: np.random.Generator | None = None,
+) -> PairBatch:
     r, c = bandit.reward, bandit.cost
     better = 1.0 / (1.0 + np.exp(-(r[prompt, r1] - r[prompt, r0])))
     safer = 1.0 / (1.0 + np.exp(-(c[prompt, r0] - c[prompt, r1])))

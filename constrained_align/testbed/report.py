@@ -46,8 +46,10 @@ def compare(keys: list[str], bandit: Bandit, *, seed: int = 0, **overrides) -> l
 
 def format_table(rows: list[Row]) -> str:
     """A fixed-width table: target, TV to it and to π*, E[c], violation, λ vs λ*, steps, time."""
-    header = (f"{'key':<12} {'target':<14} {'TV(target)':>10} {'TV(π*)':>8} {'E[c]':>8} "
-              f"{'viol.':>7} {'λ':>8} {'λ*':>8} {'steps':>6} {'sec':>6}  met")
+    header = (
+        f"{'key':<12} {'target':<14} {'TV(target)':>10} {'TV(π*)':>8} {'E[c]':>8} "
+        f"{'viol.':>7} {'λ':>8} {'λ*':>8} {'steps':>6} {'sec':>6}  met"
+    )
     lines = [header, "-" * len(header)]
     for row in rows:
         r = row.result
@@ -70,8 +72,11 @@ def plot_lambdas(rows: list[Row], path: str | Path) -> Path:
     fig, ax = plt.subplots(figsize=(8, 4.5))
     lam_star = None
     for row in rows:
-        points = [(i, h["dual/lambda"]) for i, h in enumerate(row.result.history)
-                  if "dual/lambda" in h and math.isfinite(h["dual/lambda"])]
+        points = [
+            (i, h["dual/lambda"])
+            for i, h in enumerate(row.result.history)
+            if "dual/lambda" in h and math.isfinite(h["dual/lambda"])
+        ]
         lam_star = row.result.lambda_star
         if points:
             xs, ys = zip(*points, strict=True)

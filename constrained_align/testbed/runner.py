@@ -66,8 +66,9 @@ class TestbedResult:
     @property
     def tv_to_optimum(self) -> float:
         """Prompt-averaged TV(π, π*)."""
-        return tv_distance(self.policy, self.bandit.gibbs(self.lambda_star),
-                           self.bandit.prompt_weights)
+        return tv_distance(
+            self.policy, self.bandit.gibbs(self.lambda_star), self.bandit.prompt_weights
+        )
 
     @property
     def expected_cost(self) -> float:
@@ -136,13 +137,23 @@ def bandit_from_config(config: RunConfig) -> Bandit:
     cost_limit = train.dual.cost_limit if hasattr(train, "dual") else None
     if tb.instance == "A":
         return instance_a(beta=train.beta, cost_limit=-0.3 if cost_limit is None else cost_limit)
-    return generated(tb.instance_seed, num_prompts=tb.num_prompts,
-                     num_responses=tb.num_responses, beta=train.beta,
-                     cost_limit=-0.5 if cost_limit is None else cost_limit)
+    return generated(
+        tb.instance_seed,
+        num_prompts=tb.num_prompts,
+        num_responses=tb.num_responses,
+        beta=train.beta,
+        cost_limit=-0.5 if cost_limit is None else cost_limit,
+    )
 
 
-def run(algorithm: str, bandit: Bandit | None = None, *, seed: int = 0,
-        preset: str = "testbed", **overrides: Any) -> TestbedResult:
+def run(
+    algorithm: str,
+    bandit: Bandit | None = None,
+    *,
+    seed: int = 0,
+    preset: str = "testbed",
+    **overrides: Any,
+) -> TestbedResult:
     """Train ``algorithm`` on ``bandit`` with its testbed settings; compare with its target.
 
     Args:
@@ -163,8 +174,12 @@ def run(algorithm: str, bandit: Bandit | None = None, *, seed: int = 0,
     if hasattr(train, "reference_cost"):
         train.reference_cost = bandit.expected(bandit.ref_probs, bandit.cost)
     backend, task = build_tabular(config, bandit)
-    ctx = RunContext(backend=backend, scorer=TabularScorer(bandit.reward, bandit.cost),
-                     task=task, seed=config.seed)
+    ctx = RunContext(
+        backend=backend,
+        scorer=TabularScorer(bandit.reward, bandit.cost),
+        task=task,
+        seed=config.seed,
+    )
     # Tables of near-deterministic policies underflow to subnormal float64 numbers, which are
     # ~50× slower on CPUs; flushing them to zero changes no result above 1e-300.
     torch.set_flush_denormal(True)
@@ -179,7 +194,9 @@ def run(algorithm: str, bandit: Bandit | None = None, *, seed: int = 0,
         lam=result.lam,
         history=result.history,
         # Sampled runs are judged against the population fixed point, not the empirical one.
-        target=target_for(algorithm, train, bandit, population_pairs(bandit, pair_mu(config, bandit))),
+        target=target_for(
+            algorithm, train, bandit, population_pairs(bandit, pair_mu(config, bandit))
+        ),
         lambda_star=bandit.lambda_star(),
         bandit=bandit,
         config=config,
@@ -199,14 +216,22 @@ def pair_mu(config: RunConfig, bandit: Bandit) -> np.ndarray | None:
 def build_tabular(config: RunConfig, bandit: Bandit) -> tuple[TabularPolicy, TabularTask]:
     """The tabular backend and task of a run config."""
     tb = config.testbed
-    backend = TabularPolicy(bandit.ref_probs, mode=tb.mode, optim=config.train.optim,
-                            prompt_weights=bandit.prompt_weights, seed=config.seed)
+    backend = TabularPolicy(
+        bandit.ref_probs,
+        mode=tb.mode,
+        optim=config.train.optim,
+        prompt_weights=bandit.prompt_weights,
+        seed=config.seed,
+    )
     mu = pair_mu(config, bandit)
     if tb.mode == "population":
         pairs = population_pairs(bandit, mu)
     else:
         pairs = sampled_pairs(bandit, tb.pairs_per_prompt, seed=config.seed, mu=mu)
-    task = TabularTask(pairs=pairs, num_prompts=bandit.shape[0],
-                       samples_per_prompt=tb.samples_per_prompt,
-                       reference_samples=tb.reference_samples)
+    task = TabularTask(
+        pairs=pairs,
+        num_prompts=bandit.shape[0],
+        samples_per_prompt=tb.samples_per_prompt,
+        reference_samples=tb.reference_samples,
+    )
     return backend, task

@@ -7,6 +7,8 @@ Most keys target π* = π_{λ*}. The others, derived here rather than hard-coded
 - ``ppo_lag`` / ``grpo_lag`` with ``kl_placement: both`` → the Gibbs policy with KL weight
   β(1+λ̄), π ∝ π_ref·exp((r − λ̄c)/(β(1+λ̄))), at the λ̄ where its cost meets d (§5.3).
 - ``safe_dpo`` → π_hard.
+- ``pecan`` with the reference code's raw label scale → π_ref·e^{(r − λ*c)/β²}.
+- ``sacpo`` with a fixed λ → π_λ (π* only when λ = λ*).
 - ``bfpo`` → the minimiser of its expected squared loss: per prompt, the weighted
   least-squares problem min_ℓ Σ_pairs w·(ℓ(y1) − ℓ(y0) − t)² with expected target
   t = p·g(y1,y0)/τ − (1−p)·g(y0,y1)/τ (p = P(y1 more helpful)), solved through the pair
@@ -60,8 +62,9 @@ def both_placement_optimum(bandit: Bandit) -> tuple[float, np.ndarray]:
     return lam, policy(lam)
 
 
-def bfpo_optimum(bandit: Bandit, pairs: PairBatch, *, tau: float, b1: float = 3.0,
-                 alpha: float = 0.5) -> np.ndarray:
+def bfpo_optimum(
+    bandit: Bandit, pairs: PairBatch, *, tau: float, b1: float = 3.0, alpha: float = 0.5
+) -> np.ndarray:
     """π minimising BFPO's expected squared loss on ``pairs`` (population or sampled)."""
     b3 = 1.0 / (b1 - 1.0)
     k, n = bandit.shape
@@ -93,8 +96,11 @@ def target_for(key: str, config: Any, bandit: Bandit, pairs: PairBatch) -> Targe
     lam_star = bandit.lambda_star()
     if key == "dpo":
         if config.preference == "harmless":
-            return Target("π_ref·e^{−c/β}", _softmax(np.log(bandit.ref_probs)
-                                                    - bandit.cost / bandit.beta), None)
+            return Target(
+                "π_ref·e^{−c/β}",
+                _softmax(np.log(bandit.ref_probs) - bandit.cost / bandit.beta),
+                None,
+            )
         return Target("π_0", bandit.gibbs(0.0), None)
     if key == "ppo_shaping":
         nu = config.dual.lambda_init
@@ -107,4 +113,10 @@ def target_for(key: str, config: Any, bandit: Bandit, pairs: PairBatch) -> Targe
     if key == "bfpo":
         policy = bfpo_optimum(bandit, pairs, tau=config.beta, b1=config.b1, alpha=config.alpha)
         return Target("BFPO optimum", policy, None)
+    if key == "pecan" and config.label_scale == "raw":
+        policy = bandit.gibbs(lam_star, beta=bandit.beta**2)
+        return Target("β² point", policy, lam_star)
+    if key == "sacpo" and config.lambda_source == "fixed":
+        lam = config.dual.lambda_init
+        return Target(f"π_λ (λ={lam:g})", bandit.gibbs(lam), lam)
     return Target("π*", bandit.gibbs(lam_star), lam_star)
