@@ -18,6 +18,7 @@ Rows always come prompt-major: the samples of prompt ``i`` of the batch are rows
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -179,7 +180,9 @@ class TabularPolicy:
             "logits": self.logits.detach().clone(),
             "ref_logp": self.ref_logp.clone(),
             "values": {k: v.detach().clone() for k, v in self.value_heads.items()},
-            "optimizer": self.optimizer.state_dict(),
+            # Deep copy: torch's load_state_dict may keep these very tensors, and two backends
+            # sharing Adam moments would corrupt each other.
+            "optimizer": copy.deepcopy(self.optimizer.state_dict()),
             "generator": self.generator.get_state(),
         }
 

@@ -7,6 +7,7 @@ its unsafe mass must vanish and its TV shrink. Sampled mode: the same targets wi
 
 import numpy as np
 import pytest
+import torch
 
 from constrained_align.testbed import Bandit, generated, instance_a, run
 from constrained_align.testbed.report import Row
@@ -109,3 +110,15 @@ def test_sampled_mode_on_instance_a(key):
     assert result.tv_to_target <= 0.05, (key, result.tv_to_target)
     if key == "safe_dpo":
         assert result.unsafe_mass < 0.01
+
+
+def test_unbounded_one_shot_dual_is_reported():
+    """Every reference sample violating the limit: a clear error, not λ_max."""
+    from constrained_align.algorithms.common import exact_dual_step, make_primal_dual
+    from constrained_align.config import DualConfig
+    from constrained_align.primal_dual import DualUnboundedError, ImportanceEstimate
+
+    estimate = ImportanceEstimate(torch.zeros(2, 3), torch.ones(2, 3), beta=0.5)
+    pd = make_primal_dual(DualConfig(multiplier="exact", cost_window=0), beta=0.5)
+    with pytest.raises(DualUnboundedError, match=r"unbounded.*raise cost_limit"):
+        exact_dual_step(pd, estimate, cost_limit=0.5)
