@@ -15,7 +15,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, runtime_checkable
 
-import torch
 from torch import Tensor
 
 Sequences = Any
@@ -156,30 +155,11 @@ class Scorer(Protocol):
 
 
 def weighted_mean(values: Tensor, weight: Tensor | None = None) -> Tensor:
-    """Σ w·v / Σ w (plain mean when ``weight`` is None)."""
+    """Σ w·v / Σ w (plain mean when ``weight`` is None).
+
+    A zero total weight gives NaN, so an empty batch is never mistaken for a zero value.
+    """
     if weight is None:
         return values.mean()
     weight = weight.to(values.dtype)
-    return (values * weight).sum() / weight.sum().clamp_min(torch.finfo(values.dtype).tiny)
-
-
-@runtime_checkable
-class Task(Protocol):
-    """Where an algorithm's data comes from: prompts to sample on and preference pairs.
-
-    Attributes:
-        samples_per_prompt: on-policy responses drawn per prompt (G for GRPO, the on-policy
-            cost estimate of c_dpo/caid).
-        reference_samples: responses per prompt drawn from π_ref for the one-shot dual (M).
-    """
-
-    samples_per_prompt: int
-    reference_samples: int
-
-    def prompts(self, step: int) -> Prompts:
-        """The prompt batch of an online step (or of an on-policy estimate)."""
-        ...
-
-    def pair_batches(self, epoch: int) -> list[PairBatch]:
-        """The preference data of one epoch, as batches."""
-        ...
+    return (values * weight).sum() / weight.sum()

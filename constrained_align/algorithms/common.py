@@ -24,7 +24,7 @@ from constrained_align.primal_dual import (
     WindowMean,
     build_multiplier,
 )
-from constrained_align.types import PairBatch, Samples
+from constrained_align.types import PairBatch, Samples, weighted_mean
 
 LossFn = Callable[[PairBatch], tuple[Tensor, dict[str, float]]]
 
@@ -86,7 +86,7 @@ def observe_on_policy_cost(ctx: RunContext, pd: PrimalDual, step: int) -> float:
     samples = ctx.backend.sample(ctx.task.prompts(step), ctx.task.samples_per_prompt)
     cost = ctx.scorer.cost(samples.sequences).detach()
     pd.observe("cost", cost, samples.weight)
-    return float((cost * samples.weight).sum() / samples.weight.sum())
+    return float(weighted_mean(cost, samples.weight))
 
 
 def reference_importance(ctx: RunContext, beta: float) -> ImportanceEstimate:

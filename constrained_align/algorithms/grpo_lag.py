@@ -25,6 +25,7 @@ from constrained_align.algorithms.online import (
     ppo_update,
     rollout,
     rollout_metrics,
+    safe_rlhf_dual,
 )
 from constrained_align.algorithms.registry import Paper, RunContext, RunResult, register
 from constrained_align.config import DualConfig, param
@@ -47,14 +48,7 @@ class GRPOLagConfig(OnlineConfig):
         False, "divide group advantages by the group std (no closed-form target then)"
     )
     dual: DualConfig = param(
-        DualConfig(
-            multiplier="log_sgd",
-            cost_limit=0.0,
-            lambda_init=1.0,
-            lambda_lr=0.1,
-            lambda_max=5.0,
-            cost_window=128,
-        ),
+        safe_rlhf_dual(),
         "the multiplier; log-λ SGD per generation batch on a window of raw costs",
     )
 

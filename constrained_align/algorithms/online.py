@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from constrained_align.algorithms.registry import RunContext
-from constrained_align.config import OptimConfig, param
+from constrained_align.config import DualConfig, OptimConfig, param
 from constrained_align.losses import clipped_value_loss, gae, ppo_clip_loss
 from constrained_align.types import Samples, weighted_mean
 
@@ -34,6 +34,19 @@ class OnlineConfig:
 
 
 KLPlacement = Literal["reward", "both"]
+
+
+def safe_rlhf_dual() -> DualConfig:
+    """Safe RLHF's multiplier defaults (scripts/ppo-lag.sh): log-λ SGD, λ_init 1, lr 0.1, λ_max 5,
+    a window of 128 raw costs, threshold 0."""
+    return DualConfig(
+        multiplier="log_sgd",
+        cost_limit=0.0,
+        lambda_init=1.0,
+        lambda_lr=0.1,
+        lambda_max=5.0,
+        cost_window=128,
+    )
 
 
 @dataclass

@@ -22,6 +22,7 @@ from constrained_align.algorithms.online import (
     ppo_update,
     rollout,
     rollout_metrics,
+    safe_rlhf_dual,
     token_signals,
 )
 from constrained_align.algorithms.registry import Paper, RunContext, RunResult, register
@@ -39,14 +40,7 @@ class PPOLagConfig(OnlineConfig):
         "reward", "KL in the reward stream only (targets π*) or in both streams (Safe RLHF code)"
     )
     dual: DualConfig = param(
-        DualConfig(
-            multiplier="log_sgd",
-            cost_limit=0.0,
-            lambda_init=1.0,
-            lambda_lr=0.1,
-            lambda_max=5.0,
-            cost_window=128,
-        ),
+        safe_rlhf_dual(),
         "the multiplier; log-λ SGD per RL step on a window of raw costs",
     )
 

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from constrained_align.config import OptimConfig
-from constrained_align.types import LogProbs, PairBatch, Samples
+from constrained_align.types import LogProbs, Samples
 
 DTYPE = torch.float64
 Mode = Literal["population", "sampled"]
@@ -223,22 +223,3 @@ class TabularScorer:
 
     def cost(self, sequences: TabularSequences) -> Tensor:
         return self.cost_table[sequences.prompt, sequences.response]
-
-
-def concat_pairs(batches: list[PairBatch]) -> PairBatch:
-    """Concatenate tabular pair batches row-wise."""
-
-    def cat_seqs(items: list[TabularSequences]) -> TabularSequences:
-        return TabularSequences(
-            torch.cat([s.prompt for s in items]), torch.cat([s.response for s in items])
-        )
-
-    return PairBatch(
-        response_0=cat_seqs([b.response_0 for b in batches]),
-        response_1=cat_seqs([b.response_1 for b in batches]),
-        better_id=torch.cat([b.better_id for b in batches]),
-        safer_id=torch.cat([b.safer_id for b in batches]),
-        safe_0=torch.cat([b.safe_0 for b in batches]),
-        safe_1=torch.cat([b.safe_1 for b in batches]),
-        weight=torch.cat([b.weight for b in batches]),
-    )

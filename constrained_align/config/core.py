@@ -109,6 +109,11 @@ def coerce(value: Any, hint: Any, path: str, source: str | None = None) -> Any:
         if not isinstance(value, Mapping):
             raise ConfigError(f"{_where(path, source)}: expected a mapping, got {value!r}")
         return from_dict(hint, value, source=source, prefix=path)
+    return _coerce_scalar(value, hint, path, source)
+
+
+def _coerce_scalar(value: Any, hint: Any, path: str, source: str | None) -> Any:
+    """Check a scalar against float, int, bool, str or Path (int → float allowed)."""
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{_where(path, source)}: expected a number, got {value!r}")
@@ -167,7 +172,7 @@ def from_dict(
         if dataclasses.is_dataclass(default) and isinstance(value, Mapping):
             # A partial section keeps the owner's defaults for what it leaves out (ppo_lag's
             # `dual:` stays log_sgd when a YAML only sets cost_limit).
-            value = _merge_mapping(to_dict(default), value)
+            value = merge_mappings(to_dict(default), value)
         kwargs[key] = coerce(value, hints[key], path, source)
     missing = [
         f.name
@@ -185,11 +190,12 @@ def from_dict(
         raise ConfigError(f"{_where(prefix or '<root>', source)}: {err}") from err
 
 
-def _merge_mapping(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+def merge_mappings(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` updated by ``top``, recursing into nested mappings."""
     out = dict(base)
     for key, value in top.items():
         if isinstance(value, Mapping) and isinstance(out.get(key), dict):
-            out[key] = _merge_mapping(out[key], value)
+            out[key] = merge_mappings(out[key], value)
         else:
             out[key] = value
     return out

@@ -10,22 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-
-def weighted_mean(values: Tensor, weight: Tensor | None) -> Tensor:
-    """Weighted batch mean ``sum(w * x) / sum(w)``; the uniform mean when ``weight`` is None.
-
-    Args:
-        values: ``(B,)`` per-example values.
-        weight: ``(B,)`` non-negative weights, or None. A zero total weight gives NaN, so that an
-            empty batch is never mistaken for a zero loss (callers that want a zero handle it).
-
-    Returns:
-        A scalar tensor, differentiable in ``values``.
-    """
-    if weight is None:
-        return values.mean()
-    w = weight.to(values.dtype)
-    return (w * values).sum() / w.sum()
+from constrained_align.types import weighted_mean
 
 
 def masked_sequence_mean(values: Tensor, mask: Tensor) -> Tensor:

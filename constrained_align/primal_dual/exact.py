@@ -14,6 +14,8 @@ on the samples, d > Σ_x ρ_x min_j c_xj; otherwise λ → ∞ (§3.6 pitfall 2)
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 from scipy.optimize import minimize
@@ -118,6 +120,40 @@ def solve_dual_multi(
             constraints that cannot hold together on the samples); or if the optimiser stops
             away from a minimiser (scipy's message included).
     """
+    r, c, d, log_w, rho = _checked_multi_inputs(
+        reward, costs, cost_limits, beta=beta, weights=weights, prompt_weights=prompt_weights
+    )
+
+    r_np, c_np, d_np = r.numpy(), c.numpy(), d.numpy()
+    log_w_np, rho_np = log_w.numpy(), rho.numpy()
+
+    def dual_and_grad(lam: np.ndarray) -> tuple[float, np.ndarray]:
+        logits = (r_np - c_np @ lam) / beta + log_w_np  # (K, M)
+        lse = logsumexp(logits, axis=1)  # (K,)
+        probs = np.exp(logits - lse[:, None])  # (K, M)
+        expected_cost = np.einsum("x,xj,xjk->k", rho_np, probs, c_np)  # (m,)
+        return beta * float(rho_np @ lse) + float(lam @ d_np), d_np - expected_cost
+
+    m = d.numel()
+    upper = _LAMBDA_LIMIT if max_value is None else float(max_value)
+    result = minimize(
+        dual_and_grad,
+        x0=np.zeros(m),
+        jac=True,
+        method="L-BFGS-B",
+        bounds=[(0.0, upper)] * m,
+        options={"maxiter": 2_000, "ftol": 1e-15, "gtol": 1e-12},
+    )
+    lam = np.asarray(result.x, dtype=np.float64)
+    _, grad = dual_and_grad(lam)
+    _check_multi_solution(lam, grad, c, upper=upper, max_value=max_value, message=result.message)
+    return lam
+
+
+def _checked_multi_inputs(
+    reward: Any, costs: Any, cost_limits: Any, *, beta: float, weights: Any, prompt_weights: Any
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Validated float64 (reward, costs, limits, log-weights, ρ); raises on a Slater failure."""
     if not beta > 0:
         raise ValueError(f"beta must be > 0, got {beta}")
     r = _as_float64(reward)
@@ -145,28 +181,19 @@ def solve_dual_multi(
             "samples per prompt or larger cost_limits."
         )
 
-    r_np, c_np, d_np = r.numpy(), c.numpy(), d.numpy()
-    log_w_np, rho_np = log_w.numpy(), rho.numpy()
+    return r, c, d, log_w, rho
 
-    def dual_and_grad(lam: np.ndarray) -> tuple[float, np.ndarray]:
-        logits = (r_np - c_np @ lam) / beta + log_w_np  # (K, M)
-        lse = logsumexp(logits, axis=1)  # (K,)
-        probs = np.exp(logits - lse[:, None])  # (K, M)
-        expected_cost = np.einsum("x,xj,xjk->k", rho_np, probs, c_np)  # (m,)
-        return beta * float(rho_np @ lse) + float(lam @ d_np), d_np - expected_cost
 
-    m = d.numel()
-    upper = _LAMBDA_LIMIT if max_value is None else float(max_value)
-    result = minimize(
-        dual_and_grad,
-        x0=np.zeros(m),
-        jac=True,
-        method="L-BFGS-B",
-        bounds=[(0.0, upper)] * m,
-        options={"maxiter": 2_000, "ftol": 1e-15, "gtol": 1e-12},
-    )
-    lam = np.asarray(result.x, dtype=np.float64)
-    _, grad = dual_and_grad(lam)
+def _check_multi_solution(
+    lam: np.ndarray,
+    grad: np.ndarray,
+    c: torch.Tensor,
+    *,
+    upper: float,
+    max_value: float | None,
+    message: str,
+) -> None:
+    """Raise ``DualUnboundedError`` unless ``lam`` satisfies the KKT conditions of the dual."""
     scale = _KKT_RTOL * max(1.0, float(c.max() - c.min()))
     at_top = lam >= upper
     if np.any(at_top & (grad < -scale)):
@@ -182,9 +209,8 @@ def solve_dual_multi(
     projected = np.where(at_top, np.maximum(grad, 0.0), projected)
     if np.max(np.abs(projected)) > scale:
         raise DualUnboundedError(
-            f"L-BFGS-B did not reach the dual minimiser ({result.message}; projected gradient "
+            f"L-BFGS-B did not reach the dual minimiser ({message}; projected gradient "
             f"{projected.tolist()} at λ = {lam.tolist()}). The constraints may not be jointly "
             "satisfiable on these samples, in which case the empirical dual has no finite "
             "minimiser; use more reference samples or larger cost_limits."
         )
-    return lam

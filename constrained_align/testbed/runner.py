@@ -23,6 +23,7 @@ from constrained_align.config import (
     apply_overrides,
     from_dict,
     load_yaml,
+    merge_mappings,
     preset_path,
 )
 from constrained_align.testbed.bandit import Bandit, tv_distance
@@ -118,17 +119,7 @@ def _with_base(path: Any) -> dict[str, Any]:
     if base is None:
         return data
     merged = _with_base(path.parent / f"{base}.yaml")
-    return _merge(merged, data)
-
-
-def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in top.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = value
-    return out
+    return merge_mappings(merged, data)
 
 
 def bandit_from_config(config: RunConfig) -> Bandit:
