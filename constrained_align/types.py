@@ -163,3 +163,25 @@ def weighted_mean(values: Tensor, weight: Tensor | None = None) -> Tensor:
         return values.mean()
     weight = weight.to(values.dtype)
     return (values * weight).sum() / weight.sum()
+
+
+@runtime_checkable
+class Task(Protocol):
+    """Where an algorithm's data comes from: prompts to sample on and preference pairs.
+
+    Attributes:
+        samples_per_prompt: on-policy responses drawn per prompt (G for GRPO, the on-policy
+            cost estimate of c_dpo/caid).
+        reference_samples: responses per prompt drawn from π_ref for the one-shot dual (M).
+    """
+
+    samples_per_prompt: int
+    reference_samples: int
+
+    def prompts(self, step: int) -> Prompts:
+        """The prompt batch of an online step (or of an on-policy estimate)."""
+        ...
+
+    def pair_batches(self, epoch: int) -> list[PairBatch]:
+        """The preference data of one epoch, as batches."""
+        ...
