@@ -83,6 +83,7 @@ def cost_model_loss(
     *,
     unsafer_sign: Tensor | None = None,
     safer_sign: Tensor | None = None,
+    ranked: Tensor | None = None,
     l2_coeff: float = 0.001,
     weight: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, float]]:
@@ -100,22 +101,31 @@ def cost_model_loss(
     C < 0. A sign of 0 marks an unlabelled response: its sign term is omitted (contributes 0).
     ``-log σ(z)`` is computed as ``softplus(-z)``.
 
+    ``ranked`` extends the paper's loss to rows with safety labels but no harmlessness ordering
+    (two safe or two unsafe responses): their ranking term is omitted (contributes 0, like an
+    unlabelled sign term), so they train the sign terms only. The mean is still over all B rows.
+
     Args:
         unsafer: ``(B,)`` end scores C_u of the more harmful responses.
         safer: ``(B,)`` end scores C_s of the safer responses.
         unsafer_sign: ``(B,)`` signs s_u in {+1, -1, 0}, or None (all unlabelled).
         safer_sign: ``(B,)`` signs s_s in {+1, -1, 0}, or None (all unlabelled).
+        ranked: ``(B,)`` bool, True where the pair is ordered (C_u should exceed C_s); None
+            means every pair is ordered.
         l2_coeff: μ, the weight of the squared-score penalty (safe-rlhf scripts: 0.001).
         weight: ``(B,)`` non-negative per-pair weights, or None for the uniform mean.
 
     Returns:
         ``(loss, metrics)``: the scalar loss and detached floats ``loss/ranking``,
         ``loss/sign`` (the summed sign terms per pair, weighted mean), ``loss/l2`` (μ
-        included), ``accuracy`` (weighted fraction with C_u > C_s) and ``accuracy_sign``
+        included), ``accuracy`` (weighted fraction of ordered pairs with C_u > C_s; NaN when
+        none is ordered) and ``accuracy_sign``
         (weighted fraction of labelled responses with (C > 0) == (s == +1); NaN when no
         response is labelled).
     """
     ranking = F.softplus(-(unsafer - safer))  # (B,)
+    if ranked is not None:
+        ranking = ranking * ranked.to(ranking.dtype)
     sign_u, labelled_u = _sign_term(unsafer, unsafer_sign)
     sign_s, labelled_s = _sign_term(safer, safer_sign)
     sign = sign_u + sign_s  # (B,)
@@ -138,7 +148,7 @@ def cost_model_loss(
         "loss/ranking": as_float(ranking_loss),
         "loss/sign": as_float(sign_loss),
         "loss/l2": as_float(l2_loss),
-        "accuracy": fraction(unsafer > safer, weight),
+        "accuracy": _ranked_accuracy(unsafer > safer, ranked, weight),
         "accuracy_sign": accuracy_sign,
     }
     return loss, metrics
@@ -149,3 +159,13 @@ def _sign_correct(score: Tensor, sign: Tensor | None) -> Tensor:
     if sign is None:
         return torch.zeros_like(score)
     return ((score > 0) == (sign > 0)).to(score.dtype)
+
+
+def _ranked_accuracy(correct: Tensor, ranked: Tensor | None, weight: Tensor | None) -> float:
+    """Weighted fraction of ordered pairs ranked correctly; NaN when no pair is ordered."""
+    if ranked is None:
+        return fraction(correct, weight)
+    w = torch.ones_like(correct, dtype=torch.float64) if weight is None else weight.double()
+    w = w * ranked.double()
+    total = w.sum()
+    return as_float((w * correct.double()).sum() / total) if total > 0 else float("nan")

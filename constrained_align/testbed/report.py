@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from constrained_align.testbed.bandit import Bandit
 from constrained_align.testbed.runner import TestbedResult, run
+from constrained_align.utils import save_figure
 
 #: TV tolerance of each target in population mode (the issue's acceptance numbers).
 TV_TOL = 0.01
@@ -88,12 +87,4 @@ def plot_lambdas(rows: list[Row], path: str | Path) -> Path:
     ax.set_title("Lagrange multiplier trajectories on the closed-form testbed")
     ax.legend(fontsize=8, ncol=2)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Write to a temporary file in the same folder, then rename: no half-written PNG.
-    fd, tmp = tempfile.mkstemp(suffix=".png", dir=path.parent)
-    os.close(fd)
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return save_figure(fig, path)

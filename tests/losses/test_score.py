@@ -156,3 +156,40 @@ def test_cost_model_weighted_mean() -> None:
     assert_close(loss, torch.tensor(2.8293931, dtype=F64), atol=1e-6, rtol=0)
     assert metrics["accuracy"] == pytest.approx(0.25)
     assert metrics["accuracy_sign"] == pytest.approx(0.4)
+
+
+def test_cost_model_unranked_rows_train_sign_terms_only() -> None:
+    """Row 1 ordered, row 2 not (two safe responses), μ = 0.
+
+    C_u = [2, 1], C_s = [0, −1], s_u = [+1, −1], s_s = [−1, −1], ranked = [True, False].
+    Row 1: ranking −log σ(2) = 0.1269280; signs −log σ(2) + −log σ(0) = 0.1269280 + 0.6931472.
+    Row 2: ranking omitted; signs −log σ(−1) + −log σ(1) = 1.3132617 + 0.3132617.
+    Loss = (0.1269280 + 0.8200752 + 1.6265234) / 2 = 1.2867633; loss/ranking = 0.0634640.
+    accuracy over ordered rows only: 1/1; accuracy_sign: C=2 (+1) ok, C=0 (−1) ok,
+    C=1 (−1) wrong, C=−1 (−1) ok → 3/4.
+    The unranked row's C_u gets only its sign gradient: d/dC of −log σ(sC) is −s(1 − σ(sC));
+    for C = 1, s = −1 that is 1 − σ(−1) = 0.7310586, halved by the mean over B = 2: 0.3655293.
+    """
+    unsafer = t(2.0, 1.0).requires_grad_()
+    loss, metrics = cost_model_loss(
+        unsafer,
+        t(0.0, -1.0),
+        unsafer_sign=t(1.0, -1.0),
+        safer_sign=t(-1.0, -1.0),
+        ranked=torch.tensor([True, False]),
+        l2_coeff=0.0,
+    )
+    assert_close(loss, torch.tensor(1.2867633, dtype=F64), atol=1e-6, rtol=0)
+    assert metrics["loss/ranking"] == pytest.approx(0.0634640, abs=1e-6)
+    assert metrics["accuracy"] == pytest.approx(1.0)
+    assert metrics["accuracy_sign"] == pytest.approx(0.75)
+    loss.backward()
+    assert unsafer.grad[1].item() == pytest.approx(0.3655293, abs=1e-6)
+
+
+def test_cost_model_no_ordered_rows_gives_nan_accuracy() -> None:
+    _, metrics = cost_model_loss(
+        t(1.0), t(-1.0), unsafer_sign=t(1.0), safer_sign=t(-1.0), ranked=torch.tensor([False])
+    )
+    assert math.isnan(metrics["accuracy"])
+    assert metrics["accuracy_sign"] == pytest.approx(1.0)
