@@ -1,0 +1,398 @@
+"""Row validation for the canonical pair schema, with reports that name file, row and field.
+
+Every loader funnels its rows through here, so a broken file fails the same way whatever its
+format: one :class:`DataError` whose message names the file, the first bad rows (row number and
+field) and how many rows of how many are bad, and points at ``skip_invalid`` / ``--skip-invalid``.
+With ``skip_invalid=True`` the bad rows are dropped, a warning is logged and the
+:class:`ValidationReport` says what was dropped.
+
+Row numbers are 1-based and say their convention: ``line`` for jsonl and csv (the file line a row
+starts on), ``element`` for a JSON array, ``row`` for parquet and in-memory records.
+
+Label conflicts (ALGORITHMS.md §2.3: the "safer" response is labelled unsafe while the other is
+labelled safe) are not errors: safe-rlhf raises on them, we drop and count them.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from constrained_align.data.schema import (
+    CONTEXT_ROLES,
+    OPTIONAL_FIELDS,
+    REQUIRED_FIELDS,
+    is_label_conflict,
+)
+
+logger = logging.getLogger(__name__)
+
+MAX_LISTED = 5
+"""How many bad rows a :class:`DataError` message lists before "and N more"."""
+
+
+class DataError(ValueError):
+    """A data file cannot be read or holds invalid rows; the message says where and why."""
+
+
+@dataclass(frozen=True)
+class RowError:
+    """One problem in one row.
+
+    Attributes:
+        row: 1-based row number in the unit's convention.
+        field: the file's column (or ``None`` when the whole row is unreadable).
+        message: what is wrong, phrased for the person who has to fix the file.
+        unit: ``"line"``, ``"element"`` or ``"row"``: how ``row`` counts.
+    """
+
+    row: int
+    field: str | None
+    message: str
+    unit: str = "row"
+
+    def __str__(self) -> str:
+        where = f"{self.unit} {self.row}"
+        if self.field is None:
+            return f"{where}: {self.message}"
+        return f"{where}, field '{self.field}': {self.message}"
+
+
+@dataclass
+class ValidationReport:
+    """What validating one file found.
+
+    ``total_rows = valid_rows + invalid_rows + conflicts_dropped``: a label-conflict row is
+    well-formed but dropped, so it is neither valid (kept) nor invalid.
+
+    Attributes:
+        file: the file (or a description of the in-memory records).
+        total_rows: rows read.
+        valid_rows: rows kept.
+        errors: every problem found, in row order (a row can have several).
+        conflicts_dropped: rows dropped as label conflicts.
+        conflict_rows: their row numbers.
+        unit: how row numbers count (see :class:`RowError`).
+    """
+
+    file: str
+    total_rows: int = 0
+    valid_rows: int = 0
+    errors: list[RowError] = field(default_factory=list)
+    conflicts_dropped: int = 0
+    conflict_rows: list[int] = field(default_factory=list)
+    unit: str = "row"
+
+    @property
+    def invalid_rows(self) -> int:
+        """Number of distinct rows with at least one error."""
+        return len({e.row for e in self.errors})
+
+    def summary(self) -> str:
+        """One line: ``FILE: N rows, K valid, M invalid, C label conflicts dropped``."""
+        return (
+            f"{self.file}: {self.total_rows} rows, {self.valid_rows} valid, "
+            f"{self.invalid_rows} invalid, {self.conflicts_dropped} label conflicts dropped"
+        )
+
+    def error_message(self) -> str:
+        """The :class:`DataError` text for a report with invalid rows."""
+        bad_rows = sorted({e.row for e in self.errors})
+        shown = [e for e in self.errors if e.row in set(bad_rows[:MAX_LISTED])]
+        lines = [
+            f"{self.file}: {self.invalid_rows} of {self.total_rows} rows are invalid "
+            f"(row numbers are 1-based {self.unit}s):"
+        ]
+        lines += [f"  {e}" for e in shown]
+        if len(bad_rows) > MAX_LISTED:
+            lines.append(f"  ... and {len(bad_rows) - MAX_LISTED} more invalid rows")
+        lines.append(
+            "Fix these rows, or drop them with skip_invalid=True (CLI: --skip-invalid); "
+            "`constrained-align data check FILE` lists them all."
+        )
+        return "\n".join(lines)
+
+
+def finish(report: ValidationReport, *, skip_invalid: bool) -> ValidationReport:
+    """Raise on invalid rows unless ``skip_invalid``; otherwise log what was dropped.
+
+    Args:
+        report: a completed report.
+        skip_invalid: drop invalid rows with a warning instead of raising.
+
+    Returns:
+        The same report.
+
+    Raises:
+        DataError: the report has invalid rows and ``skip_invalid`` is False.
+    """
+    if report.errors and not skip_invalid:
+        raise DataError(report.error_message())
+    if report.errors:
+        logger.warning(
+            "%s: dropped %d invalid of %d rows (first: %s)",
+            report.file,
+            report.invalid_rows,
+            report.total_rows,
+            report.errors[0],
+        )
+    if report.conflicts_dropped:
+        logger.warning(
+            "%s: dropped %d label-conflict rows (safer response labelled unsafe, other safe)",
+            report.file,
+            report.conflicts_dropped,
+        )
+    return report
+
+
+# --- field checks: each returns (normalised value, error message or None) -------------------
+
+
+def _type_name(value: Any) -> str:
+    if isinstance(value, bool):
+        return f"a bool ({str(value).lower()})"
+    if isinstance(value, str):
+        shown = value if len(value) <= 20 else value[:17] + "..."
+        return f"a string {shown!r}"
+    if isinstance(value, (int, float)):
+        return f"a number ({value})"
+    return f"a {type(value).__name__}"
+
+
+def _is_null(value: Any) -> bool:
+    # pandas-written parquet and csv-derived frames spell null as NaN.
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def check_text(value: Any) -> tuple[str | None, str | None]:
+    """A non-empty string (prompt, response)."""
+    if _is_null(value):
+        return None, "is null; expected a non-empty string"
+    if not isinstance(value, str):
+        return None, f"expected a string, got {_type_name(value)}"
+    if not value.strip():
+        return None, "is empty or whitespace-only"
+    return value, None
+
+
+def check_id(value: Any) -> tuple[int | None, str | None]:
+    """A preference id: 0, 1 or null; integral floats pass because parquet with nulls gives 1.0."""
+    if _is_null(value):
+        return None, None
+    if isinstance(value, bool):  # bool is an int subclass: True would silently mean 1
+        return None, f"expected 0, 1 or null, got {_type_name(value)}"
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if not isinstance(value, int):
+        return None, f"expected 0, 1 or null, got {_type_name(value)}"
+    if value not in (0, 1):
+        return None, f"must be 0 or 1 (or null), got {value}"
+    return value, None
+
+
+def check_label(value: Any) -> tuple[bool | None, str | None]:
+    """A safety label: true, false or null only (1/0 and "yes" are rejected as ambiguous)."""
+    if _is_null(value):
+        return None, None
+    if not isinstance(value, bool):
+        return None, f"expected true, false or null, got {_type_name(value)}"
+    return value, None
+
+
+def check_context(value: Any) -> tuple[list[dict[str, str]] | None, str | None]:
+    """Earlier turns: a list of ``{"role", "content"}`` with role system/user/assistant."""
+    if _is_null(value):
+        return [], None
+    if not isinstance(value, list):
+        return None, f"expected a list of {{role, content}} messages, got {_type_name(value)}"
+    messages = []
+    for i, message in enumerate(value):
+        if not isinstance(message, Mapping) or set(message) != {"role", "content"}:
+            return None, f"message {i} must be an object with exactly 'role' and 'content'"
+        role, content = message["role"], message["content"]
+        if role not in CONTEXT_ROLES:
+            return None, f"message {i} has role {role!r}; expected one of {CONTEXT_ROLES}"
+        if not isinstance(content, str):
+            return None, f"message {i} content must be a string, got {_type_name(content)}"
+        messages.append({"role": role, "content": content})
+    return messages, None
+
+
+def check_optional_text(value: Any) -> tuple[str | None, str | None]:
+    """An optional string (source, category)."""
+    if _is_null(value):
+        return None, None
+    if not isinstance(value, str):
+        return None, f"expected a string or null, got {_type_name(value)}"
+    return value, None
+
+
+def close_column(record: Mapping[str, Any], column: str, known: Iterable[str]) -> str | None:
+    """The row's column that looks like a misspelling of ``column`` (difflib), or None.
+
+    Args:
+        record: the row as read.
+        column: the file column that should be there.
+        known: columns the schema uses anyway (never offered as a misspelling).
+    """
+    known = set(known)
+    candidates = [c for c in record if isinstance(c, str) and c not in known]
+    close = difflib.get_close_matches(column, candidates, n=1, cutoff=0.75)
+    return close[0] if close else None
+
+
+def missing_message(column: str, close: str | None) -> str:
+    """``missing field 'x'``, with the look-alike column and the mapping that would fix it."""
+    if close is None:
+        return f"missing field '{column}'"
+    return (
+        f"missing field '{column}' (the file has '{close}'; rename it or map it with "
+        f"--columns {column}={close})"
+    )
+
+
+class RowChecker:
+    """Collects the errors of one row while its fields are normalised."""
+
+    def __init__(self, record: Mapping[str, Any], row: int, unit: str, columns: Mapping[str, str]):
+        self.record, self.row, self.unit, self.columns = record, row, unit, columns
+        self.errors: list[RowError] = []
+
+    def column(self, name: str) -> str:
+        """The file column that holds canonical field ``name``."""
+        return self.columns.get(name, name)
+
+    def error(self, name: str | None, message: str) -> None:
+        """Record an error on canonical field ``name`` (reported under its file column)."""
+        self.errors.append(
+            RowError(self.row, self.column(name) if name else None, message, self.unit)
+        )
+
+    def get(
+        self,
+        name: str,
+        check: Callable[[Any], tuple[Any, str | None]],
+        *,
+        required: bool,
+        known: Sequence[str] = (),
+    ) -> Any:
+        """Read canonical field ``name`` from its file column, check and normalise it.
+
+        Args:
+            name: canonical field name.
+            check: returns ``(normalised value, error message or None)``.
+            required: whether a missing column is an error (an optional one is reported only
+                when a misspelt look-alike column is present).
+            known: file columns the schema uses, never offered as misspellings.
+
+        Returns:
+            The normalised value, or None when missing or invalid.
+        """
+        col = self.column(name)
+        if col not in self.record:
+            # An absent optional column is fine, unless a look-alike says it was misspelt.
+            close = close_column(self.record, col, known)
+            if required or close is not None:
+                self.errors.append(RowError(self.row, col, missing_message(col, close), self.unit))
+            return None
+        value, message = check(self.record[col])
+        if message:
+            self.error(name, message)
+        return value
+
+
+_CHECKS = {
+    "prompt": check_text,
+    "response_0": check_text,
+    "response_1": check_text,
+    "better_response_id": check_id,
+    "safer_response_id": check_id,
+    "is_response_0_safe": check_label,
+    "is_response_1_safe": check_label,
+    "context": check_context,
+    "source": check_optional_text,
+}
+
+
+def check_pair(checker: RowChecker, *, default_source: str) -> dict[str, Any]:
+    """Check one raw record against the canonical schema; returns the normalised row."""
+    known = [checker.column(n) for n in (*REQUIRED_FIELDS, *OPTIONAL_FIELDS)]
+    row = {
+        name: checker.get(name, _CHECKS[name], required=name in REQUIRED_FIELDS, known=known)
+        for name in (*REQUIRED_FIELDS, *OPTIONAL_FIELDS)
+    }
+    row["context"] = row["context"] or []
+    row["source"] = row["source"] or default_source
+    r0, r1 = row["response_0"], row["response_1"]
+    if r0 is not None and r1 is not None and r0.strip() == r1.strip():
+        checker.error(
+            "response_1", "identical to response_0 (a pair needs two different responses)"
+        )
+    has_id = row["better_response_id"] is not None or row["safer_response_id"] is not None
+    has_label = row["is_response_0_safe"] is not None or row["is_response_1_safe"] is not None
+    ids_readable = not any(
+        e.field in (checker.column("better_response_id"), checker.column("safer_response_id"))
+        for e in checker.errors
+    )
+    if not has_id and not has_label and ids_readable:
+        checker.error(
+            "better_response_id",
+            "better_response_id and safer_response_id are both missing/null and neither response "
+            "has a safety label: the row carries no preference",
+        )
+    return row
+
+
+def validate_records(
+    records: Sequence[Mapping[str, Any]],
+    *,
+    columns: Mapping[str, str] | None = None,
+    file: str = "<records>",
+    row_numbers: Sequence[int] | None = None,
+    unit: str = "row",
+    source: str | None = None,
+    prior_errors: Sequence[RowError] = (),
+    total_rows: int | None = None,
+) -> tuple[list[dict[str, Any]], ValidationReport]:
+    """Validate raw records of the canonical pair schema and normalise the valid ones.
+
+    Args:
+        records: raw rows as read from a file (dicts keyed by the file's column names).
+        columns: canonical name → file column name, for files that name fields differently.
+        file: shown in every message.
+        row_numbers: 1-based number of each record (default 1, 2, ...).
+        unit: how ``row_numbers`` count: ``"line"``, ``"element"`` or ``"row"``.
+        source: ``source`` of rows without one (default: ``file``).
+        prior_errors: rows the reader could not parse (bad JSON, not UTF-8), counted as invalid.
+        total_rows: rows in the file including unparsable ones (default: records + prior rows).
+
+    Returns:
+        ``(rows, report)``: the valid, non-conflicting rows in canonical form, and the report.
+        Nothing is raised for bad rows; pass the report to :func:`finish` for that.
+    """
+    columns = dict(columns or {})
+    numbers = list(row_numbers) if row_numbers is not None else list(range(1, len(records) + 1))
+    report = ValidationReport(file=file, unit=unit, errors=list(prior_errors))
+    report.total_rows = (
+        total_rows
+        if total_rows is not None
+        else (len(records) + len({e.row for e in prior_errors}))
+    )
+    rows = []
+    for record, number in zip(records, numbers):
+        checker = RowChecker(record, number, unit, columns)
+        row = check_pair(checker, default_source=source or file)
+        if checker.errors:
+            report.errors.extend(checker.errors)
+        elif is_label_conflict(row):
+            report.conflicts_dropped += 1
+            report.conflict_rows.append(number)
+        else:
+            rows.append(row)
+    report.errors.sort(key=lambda e: e.row)
+    report.valid_rows = len(rows)
+    return rows, report

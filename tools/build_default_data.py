@@ -1,0 +1,261 @@
+"""Build the default dataset shipped in ``constrained_align/data/default/``.
+
+Usage (from the repository root, with shared/ beside it)::
+
+    python tools/build_default_data.py --shared ../shared/data
+
+The build is deterministic: the same inputs give byte-identical files (gzip with mtime 0 and no
+file name, rows in source order, no timestamps or absolute paths in PROVENANCE.md). Inputs whose
+NOTICE gives a sha256 are checked against it. Only permissively licensed data goes in; see
+``PROVENANCE.md`` (written by this script) for what and why.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import hashlib
+import io
+import json
+import shutil
+import sys
+from collections import Counter
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from constrained_align.data.default import split_key, split_of
+from constrained_align.data.loaders import hh_rlhf_records
+from constrained_align.data.prompts import load_prompts
+from constrained_align.data.schema import iter_rows
+from constrained_align.data.validate import ValidationReport, finish
+from constrained_align.data.xstest import load_xstest_completions, xstest_pair_records
+
+REPO = Path(__file__).resolve().parents[1]
+OUT = REPO / "constrained_align" / "data" / "default"
+XSTEST_MODELS = ("mistralinstruct", "mistralguard")
+MAX_BYTES = 3_000_000
+
+# path under shared/data → (sha256 stated in its NOTICE.md or None, upstream, licence)
+INPUTS: dict[str, tuple[str | None, str, str]] = {
+    "hh-rlhf/helpful-base/test.jsonl.gz": (
+        "8be3fc1a13b27901631696f2be6f184c799f1baeaf145f53ac5db24960adc37b",
+        "anthropics/hh-rlhf @354e5c3 helpful-base/test.jsonl.gz (Git LFS object; copy from "
+        "DaehanKim/EasyRLHF @fc5016d data/helpful-base/test.jsonl.gz, identical bytes)",
+        "MIT",
+    ),
+    "hh-rlhf/harmless-base/test.jsonl.gz": (
+        "ebfaaed21162a4de120ae85366075b34425e2a6303fac59b99555002f7016f03",
+        "anthropics/hh-rlhf @354e5c3 harmless-base/test.jsonl.gz",
+        "MIT",
+    ),
+    "advbench/harmful_behaviors.csv": (
+        "6cd1a5c63c07610d7eb67307772ee5606017ee950b5770ab288a2c487489d3e1",
+        "llm-attacks/llm-attacks data/advbench/harmful_behaviors.csv (copy from "
+        "PKU-Alignment/align-anything @3f9decc, unchanged)",
+        "MIT",
+    ),
+    "safe-rlhf-eval/problem.json": (
+        "11b70977db38f638500c7dd86f786aceca4a1ce97688ecc1bc4947b2c6ce7132",
+        "PKU-Alignment/safe-rlhf safe_rlhf/evaluate/gpt4/problem.json (copy from "
+        "shuoli90/safe-rlhf @00d1098)",
+        "Apache-2.0",
+    ),
+    "xstest/xstest_prompts.csv": (
+        "11783fb294ed017473ee53c207d71f2161c7672c8d0b037501e78387f801cb5a",
+        "paul-rottger/exaggerated-safety @d7bb5bd xstest_prompts.csv",
+        "CC-BY-4.0",
+    ),
+    **{
+        f"xstest/model_completions/xstest_v2_completions_{m}.csv": (
+            None,
+            f"paul-rottger/exaggerated-safety @d7bb5bd "
+            f"model_completions/xstest_v2_completions_{m}.csv",
+            "completions of Mistral-7B-Instruct (Apache-2.0); labels CC-BY-4.0",
+        )
+        for m in XSTEST_MODELS
+    },
+}
+
+# LICENSES/ file → (source under shared/data, part of it to keep)
+LICENSES = {
+    "HH-RLHF-MIT.txt": ("hh-rlhf/LICENSE", None),
+    "AdvBench-MIT.txt": ("advbench/NOTICE.md", "\n---\n"),  # the MIT text follows the rule
+    "XSTest-CC-BY-4.0.txt": ("xstest/LICENSE", None),
+    "safe-rlhf-Apache-2.0.txt": ("safe-rlhf-eval/LICENSE", None),
+}
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def check_inputs(shared: Path) -> dict[str, str]:
+    """sha256 of every input; exit if one differs from its NOTICE."""
+    digests = {}
+    for name, (expected, _, _) in INPUTS.items():
+        digest = sha256(shared / name)
+        if expected and digest != expected:
+            sys.exit(f"{shared / name}: sha256 {digest} differs from its NOTICE ({expected})")
+        digests[name] = digest
+    return digests
+
+
+def write_jsonl_gz(path: Path, rows: Iterable[dict[str, Any]]) -> None:
+    """Deterministic gzip: no file name, mtime 0, fixed level."""
+    buffer = io.BytesIO()
+    with gzip.GzipFile(filename="", mode="wb", fileobj=buffer, mtime=0, compresslevel=9) as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
+            f.write(b"\n")
+    path.write_bytes(buffer.getvalue())
+
+
+def reasons(report: ValidationReport) -> Counter[str]:
+    """Invalid rows per reason (the field and message of each row's first error)."""
+    first = {}
+    for error in report.errors:
+        first.setdefault(error.row, f"{error.field}: {error.message}")
+    return Counter(first.values())
+
+
+def pair_rows(shared: Path) -> tuple[list[dict[str, Any]], dict[str, ValidationReport]]:
+    rows, reports = [], {}
+    for folder in ("helpful-base", "harmless-base"):
+        name = f"hh-rlhf/{folder}/test.jsonl.gz"
+        hh_rows, report = hh_rlhf_records(shared / name, source=f"hh-rlhf/{folder}")
+        report.file = name
+        reports[name] = finish(report, skip_invalid=True)
+        rows += hh_rows
+    completions = load_xstest_completions(
+        shared / "xstest" / "model_completions", models=XSTEST_MODELS
+    )
+    xs_rows, report = xstest_pair_records(completions, XSTEST_MODELS)
+    reports["XSTest pairs (mistralinstruct vs mistralguard)"] = finish(report, skip_invalid=True)
+    return rows + xs_rows, reports
+
+
+def prompt_rows(shared: Path, pairs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict]:
+    """HH prompts and AdvBench (split by hash); Safe RLHF and XSTest prompts (eval only)."""
+    rows, seen = [], set()
+    for pair in pairs:
+        if pair["source"].startswith("hh-rlhf/"):
+            key = (pair["source"], split_key(pair["prompt"], pair["context"]))
+            if key not in seen:
+                seen.add(key)
+                rows.append(
+                    {
+                        "prompt": pair["prompt"],
+                        "context": pair["context"],
+                        "source": pair["source"],
+                        "category": None,
+                        "harmful": None,  # red-team attempts of mixed severity; not labelled
+                    }
+                )
+    rows += iter_rows(load_prompts(shared / "advbench/harmful_behaviors.csv", kind="advbench"))
+    eval_only = list(iter_rows(load_prompts(shared / "safe-rlhf-eval/problem.json")))
+    eval_only += iter_rows(load_prompts(shared / "xstest/xstest_prompts.csv", kind="xstest"))
+    return rows, {"eval_only": eval_only}
+
+
+def split_all(
+    pairs: list[dict[str, Any]], prompts: list[dict[str, Any]], eval_only: list[dict[str, Any]]
+) -> tuple[dict[str, list], dict[str, list], Counter[str]]:
+    """Hash split; eval-only prompts go to eval unless the same conversation is in train."""
+    out_pairs: dict[str, list] = {"train": [], "eval": []}
+    out_prompts: dict[str, list] = {"train": [], "eval": []}
+    for row in pairs:
+        out_pairs[split_of(row["prompt"], row["context"])].append(row)
+    for row in prompts:
+        out_prompts[split_of(row["prompt"], row["context"])].append(row)
+    train_keys = {split_key(r["prompt"], r["context"]) for r in out_pairs["train"]}
+    train_keys |= {split_key(r["prompt"], r["context"]) for r in out_prompts["train"]}
+    withheld: Counter[str] = Counter()
+    for row in eval_only:
+        if split_key(row["prompt"], row["context"]) in train_keys:
+            withheld[row["source"]] += 1
+        else:
+            out_prompts["eval"].append(row)
+    return out_pairs, out_prompts, withheld
+
+
+def count_table(files: dict[str, list[dict[str, Any]]]) -> list[str]:
+    lines = ["| file | source | rows |", "|---|---|---|"]
+    for name, rows in files.items():
+        for source, n in sorted(Counter(r["source"] for r in rows).items()):
+            lines.append(f"| {name} | {source} | {n} |")
+        lines.append(f"| {name} | **total** | **{len(rows)}** |")
+    return lines
+
+
+def provenance(
+    digests: dict[str, str],
+    reports: dict[str, ValidationReport],
+    files: dict[str, list[dict[str, Any]]],
+    withheld: Counter[str],
+) -> str:
+    template = (Path(__file__).parent / "default_data_provenance.md").read_text(encoding="utf-8")
+    inputs = ["| input (shared/data/…) | sha256 | upstream | licence |", "|---|---|---|---|"]
+    for name, (_, upstream, licence) in INPUTS.items():
+        inputs.append(f"| {name} | `{digests[name]}` | {upstream} | {licence} |")
+    dropped = ["| input | rows read | kept | dropped | reason (rows) |", "|---|---|---|---|---|"]
+    for name, report in reports.items():
+        why = "; ".join(f"{reason} ({n})" for reason, n in sorted(reasons(report).items()))
+        dropped.append(
+            f"| {name} | {report.total_rows} | {report.valid_rows} | {report.invalid_rows} | "
+            f"{why or '—'} |"
+        )
+    held = ", ".join(f"{s}: {n}" for s, n in sorted(withheld.items())) or "none"
+    return template.format(
+        inputs="\n".join(inputs),
+        dropped="\n".join(dropped),
+        counts="\n".join(count_table(files)),
+        withheld=held,
+    )
+
+
+def build(shared: Path, out: Path) -> dict[str, int]:
+    """Write the default dataset into ``out``; returns the size of each file written."""
+    digests = check_inputs(shared)
+    pairs, reports = pair_rows(shared)
+    prompts, extra = prompt_rows(shared, pairs)
+    out_pairs, out_prompts, withheld = split_all(pairs, prompts, extra["eval_only"])
+    files = {f"pairs-{s}.jsonl.gz": out_pairs[s] for s in ("train", "eval")}
+    files |= {f"prompts-{s}.jsonl.gz": out_prompts[s] for s in ("train", "eval")}
+    out.mkdir(parents=True, exist_ok=True)
+    for name, rows in files.items():
+        write_jsonl_gz(out / name, rows)
+    (out / "PROVENANCE.md").write_text(
+        provenance(digests, reports, files, withheld), encoding="utf-8"
+    )
+    licenses = out / "LICENSES"
+    if licenses.exists():
+        shutil.rmtree(licenses)
+    licenses.mkdir()
+    for name, (source, after) in LICENSES.items():
+        text = (shared / source).read_text(encoding="utf-8")
+        if after:
+            text = text.split(after, 1)[1].lstrip("\n")
+        (licenses / name).write_text(text, encoding="utf-8")
+    sizes = {
+        str(p.relative_to(out)): p.stat().st_size for p in sorted(out.rglob("*")) if p.is_file()
+    }
+    if sum(sizes.values()) > MAX_BYTES:
+        sys.exit(f"default dataset is {sum(sizes.values())} bytes, over {MAX_BYTES}")
+    return sizes
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shared", type=Path, default=REPO.parent / "shared" / "data")
+    parser.add_argument("--out", type=Path, default=OUT, help="output folder (default: in-package)")
+    args = parser.parse_args(argv)
+    sizes = build(args.shared, args.out)
+    for name, size in sizes.items():
+        print(f"{size:>9}  {name}")
+    print(f"{sum(sizes.values()):>9}  total in {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
