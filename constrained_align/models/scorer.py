@@ -1,0 +1,114 @@
+"""Text-level scoring: ``score(prompts, responses) -> tensor`` with the scorer's own tokenizer.
+
+A policy and its scorers need not share a tokenizer: the policy hands over text, and
+:class:`TextScorer` re-tokenizes it for its model (a MiniLM cost model can score any policy's
+output). Inputs are sorted by length so each batch pads little, then scores are returned in the
+caller's order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from constrained_align.models.score_model import Encoded, Messages, ScoreModel
+
+
+class TextScorer:
+    """Scores (prompt, response) texts with a :class:`ScoreModel`, batched, without gradients.
+
+    Args:
+        model: the score model.
+        batch_size: sequences per forward pass.
+        device: where to run; default the model's device.
+        progress: show a progress bar when there is more than one batch.
+    """
+
+    def __init__(
+        self,
+        model: ScoreModel,
+        *,
+        batch_size: int = 64,
+        device: str | torch.device | None = None,
+        progress: bool = True,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
+        self.model = model
+        self.batch_size = batch_size
+        self.device = torch.device(device) if device else next(model.parameters()).device
+        self.progress = progress
+        self.path: Path | None = None
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, **kwargs: object) -> TextScorer:
+        """Load a saved score model and wrap it (keyword arguments go to the constructor)."""
+        scorer = cls(ScoreModel.from_pretrained(path), **kwargs)  # type: ignore[arg-type]
+        scorer.path = Path(path)
+        return scorer
+
+    @property
+    def kind(self) -> str:
+        """``reward`` or ``cost``."""
+        return self.model.config.kind
+
+    def encode_all(
+        self,
+        prompts: Sequence[str],
+        responses: Sequence[str],
+        contexts: Sequence[Messages] | None = None,
+    ) -> list[Encoded]:
+        """Tokenize every pair (in order)."""
+        if len(prompts) != len(responses):
+            raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
+        if contexts is not None and len(contexts) != len(prompts):
+            raise ValueError(f"{len(prompts)} prompts but {len(contexts)} contexts")
+        ctx = contexts if contexts is not None else [None] * len(prompts)
+        return [self.model.encode(p, r, c) for p, r, c in zip(prompts, responses, ctx)]
+
+    @torch.no_grad()
+    def score_encoded(self, items: Sequence[Encoded], *, desc: str | None = None) -> Tensor:
+        """``(N,)`` float32 scores of already tokenized inputs, in input order."""
+        order = sorted(range(len(items)), key=lambda i: len(items[i].input_ids))
+        out = torch.empty(len(items), dtype=torch.float32)
+        was_training = self.model.training
+        self.model.eval()
+        starts = range(0, len(order), self.batch_size)
+        bar = tqdm(
+            starts,
+            desc=desc or f"scoring ({self.kind})",
+            disable=not self.progress or len(starts) <= 1,
+            leave=False,
+        )
+        try:
+            for start in bar:
+                idx = order[start : start + self.batch_size]
+                batch = self.model.collate([items[i] for i in idx])
+                batch = {k: v.to(self.device) for k, v in batch.items()}
+                out[idx] = self.model(**batch).float().cpu()
+        finally:
+            self.model.train(was_training)
+        return out
+
+    def score(
+        self,
+        prompts: Sequence[str],
+        responses: Sequence[str],
+        contexts: Sequence[Messages] | None = None,
+        *,
+        desc: str | None = None,
+    ) -> Tensor:
+        """``(N,)`` float32 end scores of ``responses[i]`` to ``prompts[i]``.
+
+        Args:
+            prompts: the final user turns.
+            responses: the assistant replies to score.
+            contexts: earlier turns of each conversation (lists of ``{"role", "content"}``),
+                or None for single-turn prompts.
+            desc: progress-bar label.
+        """
+        return self.score_encoded(self.encode_all(prompts, responses, contexts), desc=desc)
