@@ -1,4 +1,8 @@
-"""The ``constrained-align`` command: list, show-config, testbed."""
+"""The ``constrained-align`` command.
+
+list, show-config and testbed live here; ``data check`` is in :mod:`.data_commands`,
+``train-scorer`` and ``eval-scorer`` in :mod:`.scorer_commands`.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from constrained_align.cli import data_commands, scorer_commands
+from constrained_align.cli.common import add_set_argument, fail, user_error_types
 from constrained_align.config import ConfigError, dump_yaml
 
 
@@ -76,13 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("show-config", help="print a preset or YAML config, resolved")
     p.add_argument("config", help="preset like c_dpo:tiny, or a YAML file")
-    p.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override by dotted path or unique field name (repeatable)",
-    )
+    add_set_argument(p)
     p.add_argument("--no-docs", action="store_true", help="omit the field documentation")
     p.set_defaults(func=_cmd_show_config)
 
@@ -104,18 +104,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--plot", metavar="PNG", help="write the λ trajectories to this PNG")
     p.set_defaults(func=_cmd_testbed)
+
+    data_commands.add_parser(sub)
+    scorer_commands.add_parsers(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; config mistakes print one line and exit 2."""
+    """Entry point; a config, data or model mistake prints a short error and exits 2."""
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, KeyError) as err:
+    except Exception as err:
+        if not isinstance(err, user_error_types()):
+            raise
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
-        print(f"constrained-align: error: {message}", file=sys.stderr)
-        return 2
+        return fail(message)
 
 
 if __name__ == "__main__":  # pragma: no cover

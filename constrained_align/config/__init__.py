@@ -23,6 +23,7 @@ from constrained_align.config.schema import (
     RunConfig,
     TestbedConfig,
 )
+from constrained_align.config.scorer import ScorerConfig
 
 __all__ = [
     "ConfigError",
@@ -31,6 +32,7 @@ __all__ = [
     "OptimConfig",
     "PIDConfig",
     "RunConfig",
+    "ScorerConfig",
     "TestbedConfig",
     "apply_overrides",
     "coerce",

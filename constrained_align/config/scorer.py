@@ -1,0 +1,51 @@
+"""Settings of reward- and cost-model training (``constrained-align train-scorer``).
+
+Defaults follow Safe RLHF's score-model scripts (ALGORITHMS.md §2.4: μ = 0.001, weight decay
+0.1, Adam β₂ = 0.95, cosine schedule with 3 % warm-up, 2 epochs, sequence-wise loss) except
+where a 22M-parameter encoder on 2 CPU cores needs otherwise: a larger learning rate (the
+reference's 2e-5 is for 7B models), batches of 16 pairs and sequences cut at 256 tokens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from constrained_align.config.core import param
+
+
+@dataclass
+class ScorerConfig:
+    """One score-model training run."""
+
+    kind: Literal["reward", "cost"] = param(
+        "cost", "reward (helpfulness pairs) or cost (harmlessness pairs + safety labels)"
+    )
+    backbone: str = param(
+        "minilm", "minilm | smollm2 | tiny-encoder | tiny-decoder | a local folder | a hub id"
+    )
+    pooling: Literal["auto", "last", "mean", "cls"] = param(
+        "auto", "where the score is read: auto = last token for decoders, mean for encoders"
+    )
+    max_length: int = param(256, "tokens per (prompt, response); the prompt is cut from the left")
+    data: str = param("default", "training rows: default (the embedded set) or a data file")
+    data_format: Literal["auto", "pairs", "pku", "hh-rlhf", "chosen-rejected"] = param(
+        "auto", "format of a data file"
+    )
+    skip_invalid: bool = param(
+        False, "drop invalid rows of a data file (counted) instead of failing"
+    )
+    validation_fraction: float = param(
+        0.1, "share of training conversations held out to pick the best epoch (by prompt hash)"
+    )
+    epochs: int = param(2, "passes over the training pairs")
+    batch_size: int = param(16, "pairs per optimizer step")
+    eval_batch_size: int = param(64, "sequences per forward pass when scoring")
+    lr: float = param(5e-5, "peak AdamW learning rate")
+    weight_decay: float = param(0.1, "AdamW weight decay (not on biases and norms)")
+    adam_beta2: float = param(0.95, "AdamW β₂ (β₁ = 0.9)")
+    warmup_ratio: float = param(0.03, "share of steps with a linear warm-up before the cosine")
+    l2_coeff: float = param(0.001, "μ, the squared-score penalty of ALGORITHMS.md §2.2–2.3")
+    max_train_pairs: int = param(0, "use at most this many training pairs (0 = all)")
+    seed: int = param(0, "seed of initialisation, shuffling and splitting")
+    threads: int = param(0, "torch CPU threads (0 = torch's default)")

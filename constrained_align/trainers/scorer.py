@@ -1,0 +1,259 @@
+"""Training loop of reward and cost models (``constrained-align train-scorer reward|cost``).
+
+Reward models train on helpfulness pairs with :func:`~constrained_align.losses.reward_model_loss`
+(Bradley–Terry + L2); cost models on harmlessness pairs plus per-response safety labels with
+:func:`~constrained_align.losses.cost_model_loss` (Bradley–Terry + sign terms + L2). After every
+epoch the model is scored on a validation split carved from the training rows, and the best
+epoch is kept; the held-out evaluation split is never used for that choice, so the figures
+``eval-scorer`` reports on it are clean.
+
+Output folder::
+
+    model/            the best epoch's score model (safetensors + configs + tokenizer)
+    config.yaml       the resolved ScorerConfig
+    metrics.jsonl     one line per logged step and per validation
+    summary.json      data sizes, best epoch, validation metrics, wall time, threads
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+from transformers import get_cosine_schedule_with_warmup
+
+from constrained_align.config import ScorerConfig, dump_yaml
+from constrained_align.data import (
+    harmlessness_pairs,
+    helpfulness_pairs,
+    labelled_responses,
+    load_default,
+    load_file,
+)
+from constrained_align.data.default import split_key
+from constrained_align.eval.scorers import evaluate_cost, evaluate_reward
+from constrained_align.losses import cost_model_loss, reward_model_loss
+from constrained_align.models import Encoded, ScoreModel, TextScorer
+from constrained_align.utils import write_json, write_text
+
+LOG_EVERY = 10
+
+
+@dataclass
+class ScorerData:
+    """Canonical rows for one run: training rows and validation rows (``datasets.Dataset``)."""
+
+    train: Any
+    validation: Any
+
+
+@dataclass
+class Batches:
+    """Tokenized training pairs: ``first[i]``/``second[i]`` are scored against each other."""
+
+    first: list[Encoded]
+    second: list[Encoded]
+    columns: dict[str, torch.Tensor]
+
+    def __len__(self) -> int:
+        return len(self.first)
+
+
+def load_scorer_data(config: ScorerConfig) -> ScorerData:
+    """Training rows of ``config.data`` with a validation share carved out by conversation.
+
+    ``default`` means the embedded set's *train* split; its eval split stays untouched for
+    ``eval-scorer``. A conversation (context + prompt) goes to validation when a seeded hash of
+    it falls below ``validation_fraction``, so no prompt is in both parts.
+    """
+    if config.data == "default":
+        rows = load_default("train")
+    else:
+        rows = load_file(config.data, fmt=config.data_format, skip_invalid=config.skip_invalid)
+    salt = f"validation:{config.seed}:"
+    keys = [
+        split_key(p, c) for p, c in zip(rows["prompt"], rows["context"])
+    ]  # one hash per conversation
+    u = np.array(
+        [int(hashlib.sha256((salt + k).encode()).hexdigest()[:8], 16) / 2**32 for k in keys]
+    )
+    held = u < config.validation_fraction
+    return ScorerData(
+        train=rows.select(np.flatnonzero(~held)), validation=rows.select(np.flatnonzero(held))
+    )
+
+
+def pair_view(kind: str, rows: Any) -> Any:
+    """The pairs a ``kind`` model trains on: helpfulness (reward) or harmlessness (cost)."""
+    return helpfulness_pairs(rows) if kind == "reward" else harmlessness_pairs(rows)
+
+
+def tokenize_pairs(model: ScoreModel, kind: str, pairs: Any) -> Batches:
+    """Encode both sides of every pair once; the loss columns become tensors."""
+    first_col, second_col = ("chosen", "rejected") if kind == "reward" else ("unsafer", "safer")
+    prompts, contexts = pairs["prompt"], pairs["context"]
+    first = [model.encode(p, r, c) for p, r, c in zip(prompts, pairs[first_col], contexts)]
+    second = [model.encode(p, r, c) for p, r, c in zip(prompts, pairs[second_col], contexts)]
+    columns: dict[str, torch.Tensor] = {}
+    if kind == "cost":
+        columns = {
+            "unsafer_sign": torch.tensor(pairs["unsafer_sign"], dtype=torch.float32),
+            "safer_sign": torch.tensor(pairs["safer_sign"], dtype=torch.float32),
+            "ranked": torch.tensor(pairs["ranked"], dtype=torch.bool),
+        }
+    return Batches(first, second, columns)
+
+
+def length_grouped_batches(
+    lengths: np.ndarray, batch_size: int, rng: np.random.Generator, *, group: int = 32
+) -> Iterator[np.ndarray]:
+    """Shuffled batches whose members have similar lengths, so padding wastes little compute.
+
+    Rows are shuffled, cut into chunks of ``group`` batches, sorted by length inside each chunk
+    and batched; the batch order is shuffled again so long batches are not bunched together.
+    """
+    order = rng.permutation(len(lengths))
+    chunk = batch_size * group
+    batches = []
+    for start in range(0, len(order), chunk):
+        part = order[start : start + chunk]
+        part = part[np.argsort(lengths[part], kind="stable")]
+        batches += [part[i : i + batch_size] for i in range(0, len(part), batch_size)]
+    for i in rng.permutation(len(batches)):
+        yield batches[i]
+
+
+def pair_loss(
+    model: ScoreModel, kind: str, data: Batches, idx: np.ndarray, l2_coeff: float
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """The score-model loss of one batch of pairs (both sides in one forward pass)."""
+    items = [data.first[i] for i in idx] + [data.second[i] for i in idx]
+    scores = model(**model.collate(items))  # (2B,)
+    a, b = scores[: len(idx)], scores[len(idx) :]
+    if kind == "reward":
+        return reward_model_loss(a, b, l2_coeff=l2_coeff)
+    cols = {k: v[torch.as_tensor(idx)] for k, v in data.columns.items()}
+    return cost_model_loss(a, b, **cols, l2_coeff=l2_coeff)
+
+
+def validate(model: ScoreModel, kind: str, rows: Any, batch_size: int) -> dict[str, Any]:
+    """Validation metrics and the one number the best epoch is chosen by (``select``)."""
+    scorer = TextScorer(model, batch_size=batch_size, progress=False)
+    if kind == "reward":
+        metrics = evaluate_reward(scorer, helpfulness_pairs(rows))
+        return {**metrics, "select": metrics["accuracy"]}
+    metrics = evaluate_cost(scorer, harmlessness_pairs(rows), labelled_responses(rows))
+    parts = [metrics["ranking_accuracy"], metrics["classification"]["accuracy"]]
+    finite = [p for p in parts if p == p]
+    return {**metrics, "select": float(np.mean(finite)) if finite else float("nan")}
+
+
+def _optimizer(model: ScoreModel, config: ScorerConfig) -> torch.optim.Optimizer:
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        (no_decay if param.ndim < 2 or "norm" in name.lower() else decay).append(param)
+    groups = [
+        {"params": decay, "weight_decay": config.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, config.adam_beta2))
+
+
+def train_scorer(
+    config: ScorerConfig,
+    data: ScorerData,
+    output_dir: str | Path,
+    *,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train a reward or cost model and keep its best epoch under ``output_dir/model``.
+
+    Args:
+        config: the run's settings (``config.kind`` picks reward or cost).
+        data: canonical training and validation rows.
+        output_dir: where the model, config, metrics and summary go.
+        progress: show a progress bar.
+
+    Returns:
+        The summary also written to ``summary.json``.
+    """
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    start = time.perf_counter()
+    write_text(out / "config.yaml", dump_yaml(config))
+    model = ScoreModel.from_backbone(
+        config.backbone,
+        config.kind,
+        pooling=config.pooling,
+        max_length=config.max_length,
+        seed=config.seed,
+    )
+    rng = np.random.default_rng(config.seed)
+    pairs = pair_view(config.kind, data.train)
+    if config.max_train_pairs and len(pairs) > config.max_train_pairs:
+        pairs = pairs.select(np.sort(rng.permutation(len(pairs))[: config.max_train_pairs]))
+    if len(pairs) == 0:
+        raise ValueError(f"no {config.kind} training pairs in the data")
+    batches = tokenize_pairs(model, config.kind, pairs)
+    lengths = np.array(
+        [len(a.input_ids) + len(b.input_ids) for a, b in zip(batches.first, batches.second)]
+    )
+    steps_per_epoch = -(-len(batches) // config.batch_size)
+    total = steps_per_epoch * config.epochs
+    optimizer = _optimizer(model, config)
+    schedule = get_cosine_schedule_with_warmup(
+        optimizer, int(config.warmup_ratio * total), max(total, 1)
+    )
+    best: dict[str, Any] = {"select": -np.inf}
+    log = (out / "metrics.jsonl").open("w", encoding="utf-8")
+    bar = tqdm(total=total, desc=f"train {config.kind} model", disable=not progress)
+    step = 0
+    try:
+        for epoch in range(1, config.epochs + 1):
+            model.train()
+            for idx in length_grouped_batches(lengths, config.batch_size, rng):
+                loss, metrics = pair_loss(model, config.kind, batches, idx, config.l2_coeff)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                schedule.step()
+                step += 1
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss.item():.3f}", epoch=epoch)
+                if step % LOG_EVERY == 0 or step == total:
+                    record = {"step": step, "epoch": epoch, "loss": loss.item(), **metrics}
+                    log.write(json.dumps({**record, "lr": schedule.get_last_lr()[0]}) + "\n")
+            val = validate(model, config.kind, data.validation, config.eval_batch_size)
+            log.write(json.dumps({"step": step, "epoch": epoch, "validation": val}) + "\n")
+            log.flush()
+            if val["select"] > best["select"] or best["select"] == -np.inf:
+                best = {**val, "epoch": epoch}
+                model.save_pretrained(out / "model")
+    finally:
+        bar.close()
+        log.close()
+    summary = {
+        "kind": config.kind,
+        "backbone": config.backbone,
+        "train_pairs": len(pairs),
+        "validation_rows": len(data.validation),
+        "steps": step,
+        "best_epoch": best["epoch"],
+        "validation": {k: v for k, v in best.items() if k not in ("epoch",)},
+        "wall_seconds": time.perf_counter() - start,
+        "threads": torch.get_num_threads(),
+    }
+    write_json(out / "summary.json", summary)
+    return summary
