@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from constrained_align.config import ConfigError
 from constrained_align.primal_dual import PrimalDual
 from constrained_align.types import PolicyBackend, Scorer, Task
 
@@ -95,8 +96,16 @@ def register(
     return wrap
 
 
+class UnknownAlgorithmError(ConfigError, KeyError):
+    """An algorithm key that is not registered: a config mistake, and a missing mapping key."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
 def get(key: str) -> AlgorithmSpec:
     """The registry entry of ``key``, with the known keys in the error."""
     if key not in REGISTRY:
-        raise KeyError(f"unknown algorithm '{key}'; known: {', '.join(sorted(REGISTRY))}")
+        known = ", ".join(sorted(REGISTRY))
+        raise UnknownAlgorithmError(f"unknown algorithm '{key}'; known: {known}")
     return REGISTRY[key]

@@ -118,8 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as err:
         if not isinstance(err, user_error_types()):
             raise
-        message = err.args[0] if isinstance(err, KeyError) and err.args else err
-        return fail(message)
+        return fail(err)
 
 
 if __name__ == "__main__":  # pragma: no cover

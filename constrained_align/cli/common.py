@@ -36,4 +36,4 @@ def user_error_types() -> tuple[type[BaseException], ...]:
     from constrained_align.data import DataError
     from constrained_align.models import BackboneNotFoundError
 
-    return (ConfigError, DataError, BackboneNotFoundError, KeyError, FileNotFoundError)
+    return (ConfigError, DataError, BackboneNotFoundError, FileNotFoundError)

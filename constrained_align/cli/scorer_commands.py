@@ -71,7 +71,7 @@ def _xstest_extra(folder: str) -> dict[str, Any]:
         "is_safe": held["is_safe"],
     }
     models = len(set(held["model"]))
-    name = f"xstest, {models} models, held-out prompts"
+    name = f"xstest, {models} models, default eval-split prompts"
     return {name: Dataset.from_dict(columns, features=LABELLED_FEATURES)}
 
 

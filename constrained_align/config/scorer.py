@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from constrained_align.config.core import param
+from constrained_align.config.core import ConfigError, param
 
 
 @dataclass
@@ -49,3 +49,20 @@ class ScorerConfig:
     max_train_pairs: int = param(0, "use at most this many training pairs (0 = all)")
     seed: int = param(0, "seed of initialisation, shuffling and splitting")
     threads: int = param(0, "torch CPU threads (0 = torch's default)")
+
+    def check(self) -> ScorerConfig:
+        """Raise :class:`ConfigError` on values no run can use; return self."""
+        problems = []
+        if self.epochs < 1:
+            problems.append(f"epochs must be ≥ 1, got {self.epochs}")
+        if self.batch_size < 1:
+            problems.append(f"batch_size must be ≥ 1, got {self.batch_size}")
+        if not 0.0 <= self.validation_fraction < 1.0:
+            problems.append(
+                f"validation_fraction must be in [0, 1), got {self.validation_fraction}"
+            )
+        if self.max_length < 8:
+            problems.append(f"max_length must be ≥ 8 tokens, got {self.max_length}")
+        if problems:
+            raise ConfigError("; ".join(problems))
+        return self

@@ -32,6 +32,7 @@ from typing import Literal
 
 import torch
 from safetensors.torch import load_file, save_file
+from tokenizers import Tokenizer
 from torch import Tensor, nn
 from transformers import (
     AutoConfig,
@@ -106,9 +107,18 @@ class ScoreModel(nn.Module):
         max_length: int = 256,
         seed: int = 0,
     ) -> ScoreModel:
-        """A fresh score model on a named backbone (``minilm``, a folder, ``tiny-encoder``...).
+        """A fresh score model on a named backbone.
 
-        ``pooling="auto"`` reads decoders at the last token and mean-pools encoders.
+        Args:
+            name: ``minilm``, ``smollm2``, ``tiny-encoder``, ``tiny-decoder``, a folder or a
+                hub id (see :mod:`constrained_align.models.backbones`).
+            kind: ``reward`` or ``cost``.
+            pooling: ``auto`` reads decoders at the last token and mean-pools encoders.
+            max_length: tokens per (prompt, response) input.
+            seed: seed of the head's (and a tiny backbone's) initialisation.
+
+        Returns:
+            The model, in train mode, with a zero-bias head.
         """
         backbone, tokenizer, _ = load_backbone(name, seed=seed)
         decoder = is_decoder(backbone)
@@ -175,10 +185,25 @@ class ScoreModel(nn.Module):
 
     # ---------------------------------------------------------------- tokenization
     def encode(self, prompt: str, response: str, context: Messages | None = None) -> Encoded:
-        """Tokenize one (prompt, response) with this model's tokenizer and truncation rule."""
+        """Tokenize one (prompt, response) with this model's tokenizer and truncation rule.
+
+        Args:
+            prompt: the final user turn.
+            response: the reply to score.
+            context: earlier ``{"role", "content"}`` turns, or None.
+
+        Returns:
+            Unpadded ids (and segment ids for encoders), at most ``max_length`` long: the
+            prompt keeps its end, the response its start, and neither gets less than half of
+            the budget when both are long.
+        """
         tok = self.tokenizer
-        backend = tok.backend_tokenizer
+        backend = self._backend()
         prompt_text = render_prompt(tok, prompt, context or [])
+        if self.config.decoder and _needs_space(prompt_text, response):
+            # The template renders earlier replies as "Assistant: text"; the generation prompt
+            # ends at "Assistant:". Score the reply the way the template would render it.
+            response = " " + response
         p = backend.encode(prompt_text, add_special_tokens=False)
         r = backend.encode(response, add_special_tokens=False)
         extra = 1 if self.config.decoder else tok.num_special_tokens_to_add(pair=True)
@@ -191,8 +216,29 @@ class ScoreModel(nn.Module):
         merged = backend.post_process(p, r, add_special_tokens=True)
         return Encoded(merged.ids, merged.type_ids)
 
+    def _backend(self) -> Tokenizer:
+        """The fast tokenizer's backend with its own truncation and padding switched off.
+
+        Some tokenizer files carry settings of their own (all-MiniLM-L6-v2's pads and truncates
+        every text to 128 tokens); our truncation rule and :meth:`collate` do both instead.
+        """
+        if getattr(self, "_plain_backend", None) is None:
+            plain = Tokenizer.from_str(self.tokenizer.backend_tokenizer.to_str())
+            plain.no_truncation()
+            plain.no_padding()
+            self._plain_backend = plain
+        return self._plain_backend
+
     def collate(self, items: Sequence[Encoded]) -> dict[str, Tensor]:
-        """Right-pad a list of encodings into ``input_ids``, ``attention_mask`` (and types)."""
+        """Right-pad encodings into a batch.
+
+        Args:
+            items: outputs of :meth:`encode`.
+
+        Returns:
+            ``input_ids`` and ``attention_mask`` ``(B, L)`` (and ``token_type_ids`` for
+            encoders that take them).
+        """
         length = max(len(item.input_ids) for item in items)
         pad = self.tokenizer.pad_token_id
         ids = torch.full((len(items), length), pad, dtype=torch.long)
@@ -218,15 +264,34 @@ class ScoreModel(nn.Module):
         return self.head(hidden).squeeze(-1)  # (B, L)
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor, **kwargs: Tensor) -> Tensor:
-        """``(B,)`` end scores pooled from the per-position scores (see the module docstring)."""
+        """End scores pooled from the per-position scores (see the module docstring).
+
+        Args:
+            input_ids: ``(B, L)`` token ids.
+            attention_mask: ``(B, L)`` 1 on tokens, 0 on padding (left or right).
+            **kwargs: other backbone inputs, e.g. ``token_type_ids``.
+
+        Returns:
+            ``(B,)`` scores.
+        """
         scores = self.token_scores(input_ids, attention_mask, **kwargs)  # (B, L)
         mask = attention_mask.to(scores.dtype)
         if self.config.pooling == "mean":
             return (scores * mask).sum(-1) / mask.sum(-1).clamp_min(1.0)
         if self.config.pooling == "cls":
             return scores[:, 0]
-        last = attention_mask.sum(-1).clamp_min(1) - 1  # (B,) right padding: last 1 in the mask
+        positions = torch.arange(attention_mask.shape[-1], device=attention_mask.device)
+        last = (attention_mask * positions).argmax(-1)  # (B,) last 1 in the mask, either padding
         return scores.gather(1, last[:, None]).squeeze(1)
+
+
+def _needs_space(prompt_text: str, response: str) -> bool:
+    """True when neither side of the prompt/response boundary has whitespace."""
+    return (
+        bool(prompt_text)
+        and bool(response)
+        and not (prompt_text[-1].isspace() or response[0].isspace())
+    )
 
 
 def _untie(state: dict[str, Tensor]) -> dict[str, Tensor]:

@@ -24,7 +24,7 @@ class TextScorer:
     Args:
         model: the score model.
         batch_size: sequences per forward pass.
-        device: where to run; default the model's device.
+        device: where to run (the model is moved there); default the model's device.
         progress: show a progress bar when there is more than one batch.
     """
 
@@ -41,6 +41,7 @@ class TextScorer:
         self.model = model
         self.batch_size = batch_size
         self.device = torch.device(device) if device else next(model.parameters()).device
+        self.model.to(self.device)
         self.progress = progress
         self.path: Path | None = None
 

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from datasets import Dataset
 from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
@@ -42,17 +43,17 @@ from constrained_align.data.default import split_key
 from constrained_align.eval.scorers import evaluate_cost, evaluate_reward
 from constrained_align.losses import cost_model_loss, reward_model_loss
 from constrained_align.models import Encoded, ScoreModel, TextScorer
-from constrained_align.utils import write_json, write_text
+from constrained_align.utils import json_safe, write_json, write_text
 
 LOG_EVERY = 10
 
 
 @dataclass
 class ScorerData:
-    """Canonical rows for one run: training rows and validation rows (``datasets.Dataset``)."""
+    """Canonical rows for one run: training rows and validation rows."""
 
-    train: Any
-    validation: Any
+    train: Dataset
+    validation: Dataset
 
 
 @dataclass
@@ -73,7 +74,19 @@ def load_scorer_data(config: ScorerConfig) -> ScorerData:
     ``default`` means the embedded set's *train* split; its eval split stays untouched for
     ``eval-scorer``. A conversation (context + prompt) goes to validation when a seeded hash of
     it falls below ``validation_fraction``, so no prompt is in both parts.
+
+    Args:
+        config: the run's settings (``data``, ``data_format``, ``skip_invalid``,
+            ``validation_fraction``, ``seed``).
+
+    Returns:
+        Training and validation rows.
+
+    Raises:
+        ConfigError: unusable settings.
+        DataError: an unreadable data file, or invalid rows without ``skip_invalid``.
     """
+    config.check()
     if config.data == "default":
         rows = load_default("train")
     else:
@@ -91,13 +104,22 @@ def load_scorer_data(config: ScorerConfig) -> ScorerData:
     )
 
 
-def pair_view(kind: str, rows: Any) -> Any:
+def pair_view(kind: str, rows: Dataset) -> Dataset:
     """The pairs a ``kind`` model trains on: helpfulness (reward) or harmlessness (cost)."""
     return helpfulness_pairs(rows) if kind == "reward" else harmlessness_pairs(rows)
 
 
-def tokenize_pairs(model: ScoreModel, kind: str, pairs: Any) -> Batches:
-    """Encode both sides of every pair once; the loss columns become tensors."""
+def tokenize_pairs(model: ScoreModel, kind: str, pairs: Dataset) -> Batches:
+    """Encode both sides of every pair once; the loss columns become tensors.
+
+    Args:
+        model: the score model whose tokenizer and truncation rule apply.
+        kind: ``reward`` (``chosen`` vs ``rejected``) or ``cost`` (``unsafer`` vs ``safer``).
+        pairs: the :func:`pair_view` of the training rows.
+
+    Returns:
+        Both sides tokenized, plus the cost loss's sign and ``ranked`` columns.
+    """
     first_col, second_col = ("chosen", "rejected") if kind == "reward" else ("unsafer", "safer")
     prompts, contexts = pairs["prompt"], pairs["context"]
     first = [model.encode(p, r, c) for p, r, c in zip(prompts, pairs[first_col], contexts)]
@@ -134,7 +156,18 @@ def length_grouped_batches(
 def pair_loss(
     model: ScoreModel, kind: str, data: Batches, idx: np.ndarray, l2_coeff: float
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """The score-model loss of one batch of pairs (both sides in one forward pass)."""
+    """The score-model loss of one batch of pairs (both sides in one forward pass).
+
+    Args:
+        model: the score model.
+        kind: ``reward`` or ``cost``.
+        data: the tokenized training pairs.
+        idx: ``(B,)`` indices of this batch's pairs.
+        l2_coeff: μ of the squared-score penalty.
+
+    Returns:
+        ``(loss, metrics)`` of :func:`reward_model_loss` or :func:`cost_model_loss`.
+    """
     items = [data.first[i] for i in idx] + [data.second[i] for i in idx]
     scores = model(**model.collate(items))  # (2B,)
     a, b = scores[: len(idx)], scores[len(idx) :]
@@ -144,16 +177,34 @@ def pair_loss(
     return cost_model_loss(a, b, **cols, l2_coeff=l2_coeff)
 
 
-def validate(model: ScoreModel, kind: str, rows: Any, batch_size: int) -> dict[str, Any]:
-    """Validation metrics and the one number the best epoch is chosen by (``select``)."""
+def validate(model: ScoreModel, kind: str, rows: Dataset, batch_size: int) -> dict[str, Any]:
+    """Validation metrics and the one number the best epoch is chosen by (``select``).
+
+    Args:
+        model: the score model (evaluated without gradients).
+        kind: ``reward`` (pairwise accuracy) or ``cost`` (mean of ranking accuracy and balanced
+            safety-classification accuracy).
+        rows: canonical validation rows.
+        batch_size: sequences per forward pass.
+
+    Returns:
+        The metrics of :func:`evaluate_reward` / :func:`evaluate_cost` plus ``select``.
+    """
     scorer = TextScorer(model, batch_size=batch_size, progress=False)
     if kind == "reward":
         metrics = evaluate_reward(scorer, helpfulness_pairs(rows))
         return {**metrics, "select": metrics["accuracy"]}
     metrics = evaluate_cost(scorer, harmlessness_pairs(rows), labelled_responses(rows))
-    parts = [metrics["ranking_accuracy"], metrics["classification"]["accuracy"]]
+    # Balanced accuracy, not plain accuracy: on XSTest most responses are safe, and plain
+    # accuracy would favour an epoch that calls everything safe.
+    parts = [metrics["ranking_accuracy"], metrics["classification"]["balanced_accuracy"]]
     finite = [p for p in parts if p == p]
     return {**metrics, "select": float(np.mean(finite)) if finite else float("nan")}
+
+
+def _json_line(record: dict[str, Any]) -> str:
+    """One strict-JSON line (NaN → null)."""
+    return json.dumps(json_safe(record), allow_nan=False) + "\n"
 
 
 def _optimizer(model: ScoreModel, config: ScorerConfig) -> torch.optim.Optimizer:
@@ -187,6 +238,7 @@ def train_scorer(
     Returns:
         The summary also written to ``summary.json``.
     """
+    config.check()
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     if config.threads:
@@ -234,12 +286,15 @@ def train_scorer(
                 bar.set_postfix(loss=f"{loss.item():.3f}", epoch=epoch)
                 if step % LOG_EVERY == 0 or step == total:
                     record = {"step": step, "epoch": epoch, "loss": loss.item(), **metrics}
-                    log.write(json.dumps({**record, "lr": schedule.get_last_lr()[0]}) + "\n")
+                    log.write(_json_line({**record, "lr": schedule.get_last_lr()[0]}))
             val = validate(model, config.kind, data.validation, config.eval_batch_size)
-            log.write(json.dumps({"step": step, "epoch": epoch, "validation": val}) + "\n")
+            log.write(_json_line({"step": step, "epoch": epoch, "validation": val}))
             log.flush()
-            if val["select"] > best["select"] or best["select"] == -np.inf:
-                best = {**val, "epoch": epoch}
+            # A NaN score (no validation pairs of this kind) never wins; with no finite score
+            # at all, the last epoch is kept.
+            score = val["select"] if np.isfinite(val["select"]) else -np.inf
+            if score > best["select"] or (score == -np.inf and best["select"] == -np.inf):
+                best = {**val, "select": score, "epoch": epoch}
                 model.save_pretrained(out / "model")
     finally:
         bar.close()

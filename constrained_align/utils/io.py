@@ -41,20 +41,20 @@ def write_text(path: str | Path, text: str) -> Path:
     return Path(path)
 
 
-def _json_safe(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
     """NaN and infinities become None: strict JSON has no spelling for them."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
+        return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v) for v in value]
     return value
 
 
 def write_json(path: str | Path, obj: Any) -> Path:
     """Write ``obj`` as indented strict JSON (NaN → null) atomically."""
-    return write_text(path, json.dumps(_json_safe(obj), indent=2, allow_nan=False) + "\n")
+    return write_text(path, json.dumps(json_safe(obj), indent=2, allow_nan=False) + "\n")
 
 
 def save_figure(fig: Any, path: str | Path, *, dpi: int = 120) -> Path:

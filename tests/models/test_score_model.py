@@ -76,7 +76,37 @@ def test_context_turns_go_through_the_chat_template() -> None:
     model = ScoreModel.from_backbone("tiny-decoder", "reward")
     context = [{"role": "user", "content": "first"}, {"role": "assistant", "content": "reply"}]
     text = model.tokenizer.decode(model.encode("second", "answer", context).input_ids)
-    assert text == "User: first\nAssistant: reply<eos>\nUser: second\nAssistant:answer<eos>"
+    assert text == "User: first\nAssistant: reply<eos>\nUser: second\nAssistant: answer<eos>"
+
+
+def test_decoder_input_matches_the_template_rendering_of_the_reply() -> None:
+    """The scored reply is tokenized the way the chat template renders an assistant turn."""
+    model = ScoreModel.from_backbone("tiny-decoder", "cost")
+    tok = model.tokenizer
+    ids = model.encode("q", "answer").input_ids
+    full = tok.apply_chat_template(
+        [{"role": "user", "content": "q"}, {"role": "assistant", "content": "answer"}],
+        tokenize=False,
+    )
+    assert tok.decode(ids) == full.rstrip("\n")
+    assert model.encode("q", " answer").input_ids == ids  # no double space
+
+
+def test_last_pooling_is_the_same_under_left_padding() -> None:
+    model = ScoreModel.from_backbone("tiny-decoder", "reward", seed=4).eval()
+    items = [model.encode("q", "short"), model.encode("a longer question", "a longer reply")]
+    right = model.collate(items)
+    n = right["attention_mask"].sum(-1)
+    length = right["input_ids"].shape[1]
+    left = {k: torch.zeros_like(v) for k, v in right.items()}
+    left["input_ids"].fill_(model.tokenizer.pad_token_id)
+    for i, k in enumerate(n.tolist()):
+        left["input_ids"][i, length - k :] = right["input_ids"][i, :k]
+        left["attention_mask"][i, length - k :] = 1
+    with torch.no_grad():
+        per_token = model.token_scores(**left)
+        end = model(**left)
+    assert_close(end, per_token[:, -1])  # left padding: the EOS is the final column
 
 
 def test_truncation_keeps_prompt_end_and_response_start() -> None:
@@ -87,9 +117,10 @@ def test_truncation_keeps_prompt_end_and_response_start() -> None:
     ids = model.encode(long_prompt, long_response).input_ids
     assert len(ids) == 40
     text = tok.decode(ids)
-    assert "LAST\nAssistant:FIRST" in text and text.endswith("<eos>")
-    # 39 tokens of budget: the response is longer, so the prompt keeps half (19), the rest 20.
-    assert text.count("B") == 20 - len("FIRST")
+    assert "LAST\nAssistant: FIRST" in text and text.endswith("<eos>")
+    # 39 tokens of budget: the response (" FIRST" + 50 B) is longer, so the prompt keeps half
+    # (19 tokens) and the response the other 20: " FIRST" and 14 B.
+    assert text.count("B") == 20 - len(" FIRST")
     short = model.encode(long_prompt, "ok").input_ids
     assert len(short) == 40 and tok.decode(short).endswith("ok<eos>")
 
@@ -144,6 +175,24 @@ def test_text_scorer_returns_scores_in_input_order(model: ScoreModel) -> None:
     assert_close(batched, single, atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match="2 prompts but 1 responses"):
         TextScorer(model).score(["a", "b"], ["c"])
+
+
+def test_minilm_input_is_its_tokenizers_pair_encoding_without_file_padding() -> None:
+    """all-MiniLM-L6-v2's tokenizer file pads and truncates to 128; our inputs must not."""
+    model = ScoreModel.from_backbone("minilm", "cost", max_length=256)
+    tok = model.tokenizer
+    item = model.encode("How do I boil an egg?", "Nine minutes in boiling water.")
+    prompt_text = tok.apply_chat_template(
+        [{"role": "user", "content": "How do I boil an egg?"}],
+        tokenize=False,
+        add_generation_prompt=True,
+    )
+    assert item.input_ids == tok(prompt_text, "Nine minutes in boiling water.")["input_ids"]
+    assert tok.pad_token_id not in item.input_ids
+    long = model.encode("word " * 1000, "reply " * 1000)
+    assert len(long.input_ids) == 256 and tok.pad_token_id not in long.input_ids
+    # Budget 256 − 3 specials = 253: the prompt keeps ⌊253 / 2⌋ = 126 tokens, the reply 127.
+    assert tok.decode(long.input_ids).count("reply") == 127
 
 
 def test_minilm_backbone_scores_text_offline() -> None:

@@ -12,7 +12,7 @@ import random
 import numpy as np
 import pytest
 
-from constrained_align.config import ScorerConfig
+from constrained_align.config import ConfigError, ScorerConfig
 from constrained_align.data.schema import pairs_to_dataset
 from constrained_align.models import TextScorer
 from constrained_align.trainers.scorer import ScorerData, length_grouped_batches, train_scorer
@@ -72,10 +72,10 @@ def harm_rows(n: int, seed: int) -> list[dict[str, object]]:
     return rows
 
 
-def _config(kind: str) -> ScorerConfig:
+def _config(kind: str, backbone: str = "tiny-encoder") -> ScorerConfig:
     return ScorerConfig(
         kind=kind,
-        backbone="tiny-encoder",
+        backbone=backbone,
         max_length=96,
         epochs=3,
         batch_size=8,
@@ -85,9 +85,11 @@ def _config(kind: str) -> ScorerConfig:
     )
 
 
-def test_reward_model_learns_and_keeps_best_epoch(tmp_path) -> None:
+@pytest.mark.parametrize("backbone", ["tiny-encoder", "tiny-decoder"])
+def test_reward_model_learns_and_keeps_best_epoch(tmp_path, backbone: str) -> None:
+    """Encoders (mean-pooled) and decoders (score at the EOS) both learn the preference."""
     data = ScorerData(pairs_to_dataset(helpful_rows(64, 0)), pairs_to_dataset(helpful_rows(24, 1)))
-    summary = train_scorer(_config("reward"), data, tmp_path, progress=False)
+    summary = train_scorer(_config("reward", backbone), data, tmp_path, progress=False)
     assert summary["validation"]["accuracy"] >= 0.95
     assert summary["train_pairs"] == 64 and summary["steps"] == 3 * 8
     log = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
@@ -132,3 +134,29 @@ def test_length_grouped_batches_cover_every_row_once() -> None:
     assert all(len(b) <= 3 for b in batches)
     # Inside a chunk of group × batch_size rows the batches are sorted by length.
     assert all(np.all(np.diff(lengths[b]) >= 0) for b in batches)
+
+
+def test_without_validation_pairs_the_last_epoch_is_kept(tmp_path) -> None:
+    """Validation rows with no helpfulness pairs give NaN scores: no epoch 'wins' by NaN."""
+    data = ScorerData(pairs_to_dataset(helpful_rows(16, 0)), pairs_to_dataset(harm_rows(4, 1)))
+    config = _config("reward")
+    config.epochs = 2
+    summary = train_scorer(config, data, tmp_path, progress=False)
+    assert summary["best_epoch"] == 2
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert all("NaN" not in line for line in lines)  # strict JSON: NaN is written as null
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("epochs", 0, "epochs must be ≥ 1"),
+        ("validation_fraction", 1.0, "validation_fraction must be in [0, 1)"),
+        ("batch_size", 0, "batch_size must be ≥ 1"),
+    ],
+)
+def test_unusable_settings_are_config_errors(field: str, value: object, message: str) -> None:
+    config = _config("cost")
+    setattr(config, field, value)
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace(")", r"\)")):
+        config.check()
