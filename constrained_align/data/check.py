@@ -19,7 +19,7 @@ from constrained_align.data.loaders import (
     pairs_records,
     pku_saferlhf_records,
 )
-from constrained_align.data.readers import read_table
+from constrained_align.data.readers import RawTable, read_table
 from constrained_align.data.schema import pairs_to_dataset
 from constrained_align.data.validate import ValidationReport, finish
 
@@ -27,13 +27,24 @@ Format = Literal["auto", "pairs", "hh-rlhf", "pku", "chosen-rejected"]
 FORMATS: tuple[str, ...] = ("auto", "pairs", "hh-rlhf", "pku", "chosen-rejected")
 
 
-def detect_format(path: str | Path, columns: Mapping[str, str] | None = None) -> str:
+def detect_format(path: str | Path | RawTable, columns: Mapping[str, str] | None = None) -> str:
     """``hh-rlhf`` (chosen/rejected transcripts), ``chosen-rejected`` (with a prompt) or ``pairs``.
 
     Decided from the first row's columns (after the canonical → file ``columns`` mapping).
+
+    Args:
+        path: the file, or its table as already read by
+            :func:`~constrained_align.data.readers.read_table` (then nothing is read again).
+        columns: canonical name → file column.
+
+    Returns:
+        The format name, as accepted by :func:`file_records`.
+
+    Raises:
+        DataError: the file cannot be read.
     """
     columns = columns or {}
-    table = read_table(path)
+    table = path if isinstance(path, RawTable) else read_table(path)
     first = set(table.records[0]) if table.records else set()
     has = {name for name in ("prompt", "chosen", "rejected") if columns.get(name, name) in first}
     if {"chosen", "rejected"} <= has:
@@ -62,22 +73,37 @@ def file_records(
     """
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; expected one of {FORMATS}")
-    if fmt == "auto":
-        fmt = detect_format(path, columns)  # type: ignore[assignment]
     if fmt == "pku":
         return pku_saferlhf_records(Path(path))
+    source: str | Path | RawTable = path
+    if fmt == "auto":
+        # Detection needs the rows anyway; hand the table on so the file is read only once.
+        source = read_table(path)
+        fmt = detect_format(source, columns)  # type: ignore[assignment]
     if fmt == "hh-rlhf":
         # The axis only decides which id is set; any axis checks the same things.
-        return hh_rlhf_records(path, axis=infer_axis(path) or "helpful")
+        return hh_rlhf_records(source, axis=infer_axis(path) or "helpful")
     if fmt == "chosen-rejected":
-        return chosen_rejected_records(path, columns=columns)
-    return pairs_records(path, columns=columns)
+        return chosen_rejected_records(source, columns=columns)
+    return pairs_records(source, columns=columns)
 
 
 def check_file(
     path: str | Path, *, columns: Mapping[str, str] | None = None, fmt: Format = "auto"
 ) -> ValidationReport:
-    """Validate a data file the way the matching loader would, without raising for bad rows."""
+    """Validate a data file the way the matching loader would, without raising for bad rows.
+
+    Args:
+        path: the file.
+        columns: canonical name → file column.
+        fmt: as in :func:`file_records`.
+
+    Returns:
+        The validation report.
+
+    Raises:
+        DataError: the file cannot be read at all.
+    """
     return file_records(path, columns=columns, fmt=fmt)[1]
 
 
@@ -89,6 +115,15 @@ def load_file(
     skip_invalid: bool = False,
 ) -> Dataset:
     """Canonical rows of any supported pair file (see :func:`file_records` for formats).
+
+    Args:
+        path: the file.
+        columns: canonical name → file column.
+        fmt: ``pairs``, ``pku``, ``hh-rlhf``, ``chosen-rejected`` or ``auto``.
+        skip_invalid: drop invalid rows with a warning instead of raising.
+
+    Returns:
+        Canonical pairs.
 
     Raises:
         DataError: unreadable file, or invalid rows without ``skip_invalid``.

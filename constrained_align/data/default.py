@@ -47,6 +47,13 @@ def split_of(prompt: str, context: Sequence[Mapping[str, str]] = ()) -> Split:
     """``"eval"`` when sha256 of :func:`split_key` mod 5 is 0, else ``"train"``.
 
     Every row with the same (context, prompt) lands in the same split, whatever file it is in.
+
+    Args:
+        prompt: the final user turn.
+        context: the earlier turns as ``{"role", "content"}`` messages.
+
+    Returns:
+        The split of the conversation.
     """
     digest = hashlib.sha256(split_key(prompt, context).encode("utf-8")).hexdigest()
     return "eval" if int(digest, 16) % EVAL_MODULUS == 0 else "train"

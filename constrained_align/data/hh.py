@@ -71,6 +71,13 @@ def parse_transcript(text: str) -> list[dict[str, str]]:
 def split_transcript(text: str) -> tuple[list[dict[str, str]], str, str]:
     """``(context, prompt, reply)`` of a transcript: earlier turns, final Human turn, final reply.
 
+    Args:
+        text: ``"\\n\\nHuman: ...\\n\\nAssistant: ..."``, as in HH-RLHF's ``chosen`` column.
+
+    Returns:
+        The earlier turns as messages, the final Human turn's text and the final Assistant
+        reply's text.
+
     Raises:
         ValueError: the transcript does not end with a Human turn followed by an Assistant turn.
     """
@@ -128,7 +135,16 @@ def canonical_from_choice(
 
 
 def hh_row(checker: RowChecker, *, axis: Axis, source: str) -> dict[str, Any] | None:
-    """Canonical row from an HH-RLHF record (errors go to ``checker``; None when invalid)."""
+    """Canonical row from an HH-RLHF ``chosen``/``rejected`` record.
+
+    Args:
+        checker: holds the record; every problem found is recorded on it.
+        axis: which id ``chosen`` sets (see :func:`canonical_from_choice`).
+        source: the row's origin.
+
+    Returns:
+        The canonical row, or None when the record is invalid (its errors are on ``checker``).
+    """
     known = ("chosen", "rejected")
     texts = {n: checker.get(n, check_text, required=True, known=known) for n in known}
     if checker.errors:
@@ -174,7 +190,16 @@ def hh_row(checker: RowChecker, *, axis: Axis, source: str) -> dict[str, Any] | 
 def chosen_rejected_row(
     checker: RowChecker, *, axis: Axis, default_source: str
 ) -> dict[str, Any] | None:
-    """Canonical row from a ``prompt, chosen, rejected[, context, source]`` record."""
+    """Canonical row from a ``prompt, chosen, rejected[, context, source]`` record.
+
+    Args:
+        checker: holds the record and the column mapping; every problem is recorded on it.
+        axis: which id ``chosen`` sets (see :func:`canonical_from_choice`).
+        default_source: the ``source`` of a record without one.
+
+    Returns:
+        The canonical row, or None when the record is invalid (its errors are on ``checker``).
+    """
     known = [checker.column(n) for n in ("prompt", "chosen", "rejected", "context", "source")]
     prompt = checker.get("prompt", check_text, required=True, known=known)
     chosen = checker.get("chosen", check_text, required=True, known=known)
@@ -197,7 +222,14 @@ def chosen_rejected_row(
 
 
 def infer_axis(path: str | Path) -> Axis | None:
-    """``"helpful"`` / ``"harmless"`` when the file or its folder names exactly one of them."""
+    """The HH-RLHF preference axis named by a file's path.
+
+    Args:
+        path: the data file; its name and its folder's name are searched.
+
+    Returns:
+        ``"helpful"`` or ``"harmless"`` when exactly one of them occurs, else None.
+    """
     name = f"{Path(path).parent.name}/{Path(path).name}".lower()
     found = [axis for axis in ("helpful", "harmless") if axis in name]
     return found[0] if len(found) == 1 else None

@@ -32,37 +32,54 @@ from constrained_align.data.validate import (
 PKU_ID = "PKU-Alignment/PKU-SafeRLHF"
 
 
-def _typed_table(path: str | Path) -> RawTable:
+def _file_of(path: str | Path | RawTable) -> str | Path:
+    """The file named in messages and inspected for its format, axis and folder."""
+    return path.file if isinstance(path, RawTable) else path
+
+
+def _table(path: str | Path | RawTable) -> RawTable:
+    """The file's table, reading it unless the caller already has (format detection does)."""
+    return path if isinstance(path, RawTable) else read_table(path)
+
+
+def _typed_table(path: str | Path | RawTable) -> RawTable:
     """Read a file whose ids and labels must keep their JSON/parquet types."""
-    if file_format(path)[0] == "csv":
+    if file_format(_file_of(path))[0] == "csv":
         raise DataError(
-            f"{path}: csv cells are untyped text, so ids and safety labels cannot be read "
-            "reliably; convert the file to jsonl or parquet"
+            f"{_file_of(path)}: csv cells are untyped text, so ids and safety labels cannot be "
+            "read reliably; convert the file to jsonl or parquet"
         )
-    return read_table(path)
+    return _table(path)
 
 
 def pairs_records(
-    path: str | Path, *, columns: Mapping[str, str] | None = None, source: str | None = None
+    path: str | Path | RawTable,
+    *,
+    columns: Mapping[str, str] | None = None,
+    source: str | None = None,
 ) -> tuple[list[dict[str, Any]], ValidationReport]:
     """Canonical rows and the validation report of a json/jsonl/parquet pair file.
 
     Args:
-        path: the file (``.json``, ``.jsonl``, ``.json(l).gz``, ``.parquet``).
+        path: the file (``.json``, ``.jsonl``, ``.json(l).gz``, ``.parquet``), or its table as
+            already read by :func:`~constrained_align.data.readers.read_table`.
         columns: canonical name → file column, e.g. ``{"prompt": "question"}``.
         source: ``source`` of rows without one (default: the file name).
 
     Returns:
         ``(valid rows, report)``.
+
+    Raises:
+        DataError: the file cannot be read, or is a csv file.
     """
     table = _typed_table(path)
     return validate_records(
         table.records,
         columns=columns,
-        file=str(path),
+        file=table.file,
         row_numbers=table.row_numbers,
         unit=table.unit,
-        source=source or Path(path).name,
+        source=source or Path(table.file).name,
         prior_errors=table.errors,
         total_rows=table.total_rows,
     )
@@ -120,18 +137,33 @@ def _convert(
 
 
 def chosen_rejected_records(
-    path: str | Path,
+    path: str | Path | RawTable,
     *,
     axis: Axis = "helpful",
     columns: Mapping[str, str] | None = None,
     source: str | None = None,
 ) -> tuple[list[dict[str, Any]], ValidationReport]:
-    """Canonical rows and report of a prompt/chosen/rejected file (:func:`load_chosen_rejected`)."""
+    """Canonical rows and report of a prompt/chosen/rejected file (:func:`load_chosen_rejected`).
+
+    Args:
+        path: json, jsonl(.gz), parquet or csv file, or its already-read table.
+        axis: which preference ``chosen`` expresses: ``"helpful"`` or ``"harmless"``.
+        columns: canonical name → file column.
+        source: ``source`` of rows without one (default: the file name).
+
+    Returns:
+        ``(valid rows, report)``; bad rows are reported, never raised.
+
+    Raises:
+        ValueError: unknown ``axis``.
+        DataError: the file cannot be read at all.
+    """
     if axis not in ("helpful", "harmless"):
         raise ValueError(f"axis must be 'helpful' or 'harmless', got {axis!r}")
-    default_source = source or Path(path).name
+    table = _table(path)
+    default_source = source or Path(table.file).name
     return _convert(
-        read_table(path),
+        table,
         lambda c: chosen_rejected_row(c, axis=axis, default_source=default_source),
         columns,
     )
@@ -172,20 +204,33 @@ def load_chosen_rejected(
 
 
 def hh_rlhf_records(
-    path: str | Path, *, axis: Axis | None = None, source: str | None = None
+    path: str | Path | RawTable, *, axis: Axis | None = None, source: str | None = None
 ) -> tuple[list[dict[str, Any]], ValidationReport]:
-    """Canonical rows and report of an HH-RLHF file (see :func:`load_hh_rlhf`)."""
-    axis = axis or infer_axis(path)
+    """Canonical rows and report of an HH-RLHF file (see :func:`load_hh_rlhf`).
+
+    Args:
+        path: e.g. ``hh-rlhf/helpful-base/test.jsonl.gz``, or its already-read table.
+        axis: ``"helpful"`` or ``"harmless"``; None infers it from the path.
+        source: default ``"hh-rlhf/<folder>"``.
+
+    Returns:
+        ``(valid rows, report)``; bad rows are reported, never raised.
+
+    Raises:
+        DataError: the file cannot be read, or the axis is neither given nor in the path.
+    """
+    file = _file_of(path)
+    axis = axis or infer_axis(file)
     if axis not in ("helpful", "harmless"):
         raise DataError(
-            f"{path}: cannot tell helpful-base from harmless-base data from the path; "
+            f"{file}: cannot tell helpful-base from harmless-base data from the path; "
             "pass axis='helpful' or axis='harmless'"
         )
     if source is None:
-        folder = Path(path).parent.name
+        folder = Path(file).parent.name
         named = any(word in folder.lower() for word in ("helpful", "harmless"))
         source = f"hh-rlhf/{folder}" if named else "hh-rlhf"
-    return _convert(read_table(path), lambda c: hh_row(c, axis=axis, source=source))
+    return _convert(_table(path), lambda c: hh_row(c, axis=axis, source=source))
 
 
 def load_hh_rlhf(
@@ -250,7 +295,19 @@ def _local_pku_file(path: Path, split: str) -> Path:
 def pku_saferlhf_records(
     path_or_id: str | Path = PKU_ID, *, revision: str = "v0", split: str = "train"
 ) -> tuple[list[dict[str, Any]], ValidationReport]:
-    """Canonical rows and report of PKU-SafeRLHF (see :func:`load_pku_saferlhf`)."""
+    """Canonical rows and report of PKU-SafeRLHF (see :func:`load_pku_saferlhf`).
+
+    Args:
+        path_or_id: local file/folder, or hub dataset id.
+        revision: hub revision (ignored for local data).
+        split: hub split, or the file-name prefix to look for in a local folder.
+
+    Returns:
+        ``(valid rows, report)``; bad rows are reported, never raised.
+
+    Raises:
+        DataError: the data cannot be found or read at all.
+    """
     if _looks_local(path_or_id):
         file = _local_pku_file(Path(path_or_id).expanduser(), split)
         table = _typed_table(file)

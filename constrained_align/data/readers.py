@@ -1,11 +1,11 @@
 """Read json, jsonl, gzip'd json/jsonl, parquet and csv files into raw records.
 
 File-level problems (missing or unreadable file, truncated gzip, non-UTF-8 bytes in a json or
-csv file, invalid JSON in an array file, an array that is not of objects, a broken parquet file)
-raise :class:`DataError` naming the file and, where there is one, the line. In jsonl a line is a
-row, so a line that is not UTF-8, not valid JSON (e.g. the last line cut off mid-object) or not
-an object is a *row* error: the loaders report it like any invalid row and ``skip_invalid``
-drops it.
+csv file, invalid JSON in an array file, an array that is not of objects, a NUL byte or a cell
+the csv parser rejects, a broken parquet file) raise :class:`DataError` naming the file and, where
+there is one, the line. In jsonl a line is a row, so a line that is not UTF-8, not valid JSON
+(e.g. the last line cut off mid-object) or not an object is a *row* error: the loaders report it
+like any invalid row and ``skip_invalid`` drops it.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import csv
 import gzip
 import io
 import json
+import sys
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,9 @@ FORMATS = {
 """File name ending → format; a ``.gz`` ending means gzip-compressed."""
 
 UNITS = {"jsonl": "line", "json": "element", "parquet": "row", "csv": "line"}
+
+CSV_FIELD_LIMIT = sys.maxsize
+"""Largest csv cell accepted; the csv module's default (128 KiB) is below long model replies."""
 
 
 @dataclass
@@ -218,23 +222,46 @@ def _json_kind(value: Any) -> str:
     return kinds.get(type(value), "null" if value is None else "a number")
 
 
+def _raise_csv_field_limit() -> None:
+    """Lift the csv module's cell size limit to :data:`CSV_FIELD_LIMIT`."""
+    try:
+        csv.field_size_limit(CSV_FIELD_LIMIT)
+    except OverflowError:
+        # The limit is a C long, which is 32 bits on Windows even on 64-bit Python.
+        csv.field_size_limit(min(CSV_FIELD_LIMIT, 2**31 - 1))
+
+
 def _read_csv(text: str, table: RawTable) -> None:
+    nul = text.find("\0")
+    if nul >= 0:
+        # Python < 3.11 refuses NUL bytes in csv and later versions keep them in the cell; refuse
+        # them everywhere, since they mean a binary or mis-encoded file, not text.
+        line = text.count("\n", 0, nul) + 1
+        raise DataError(
+            f"{table.file}: line {line}: contains a NUL byte; not a plain-text CSV file"
+        )
+    _raise_csv_field_limit()
     reader = csv.reader(io.StringIO(text, newline=""))
-    header = next(reader, None)
-    if not header:
-        raise DataError(f"{table.file}: empty CSV file (no header row)")
-    start = reader.line_num + 1
-    for values in reader:
-        # A quoted cell can span lines: report the line the record starts on.
-        number, start = start, reader.line_num + 1
-        if not values:
-            continue
-        if len(values) != len(header):
-            message = f"has {len(values)} fields, the header has {len(header)}"
-            table.errors.append(RowError(number, None, message, "line"))
-            continue
-        table.records.append(dict(zip(header, values)))
-        table.row_numbers.append(number)
+    try:
+        header = next(reader, None)
+        if not header:
+            raise DataError(f"{table.file}: empty CSV file (no header row)")
+        start = reader.line_num + 1
+        for values in reader:
+            # A quoted cell can span lines: report the line the record starts on.
+            number, start = start, reader.line_num + 1
+            if not values:
+                continue
+            if len(values) != len(header):
+                message = f"has {len(values)} fields, the header has {len(header)}"
+                table.errors.append(RowError(number, None, message, "line"))
+                continue
+            table.records.append(dict(zip(header, values)))
+            table.row_numbers.append(number)
+    except csv.Error as err:
+        raise DataError(
+            f"{table.file}: line {reader.line_num}: not readable as CSV ({err})"
+        ) from None
 
 
 def _read_parquet(path: str | Path, table: RawTable) -> None:

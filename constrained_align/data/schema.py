@@ -26,10 +26,13 @@ that happens to be all-null in one file keeps its type (int8 ids, bool labels).
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from datasets import Dataset, Features, List, Value
+
+logger = logging.getLogger(__name__)
 
 REQUIRED_FIELDS = ("prompt", "response_0", "response_1")
 OPTIONAL_FIELDS = (
@@ -231,31 +234,42 @@ def _key(*parts: Any) -> str:
 def labelled_responses(ds: Dataset) -> Dataset:
     """``prompt, context, response, is_safe``: one row per labelled response.
 
-    De-duplicated on (context, prompt, response); the first occurrence's label wins.
+    De-duplicated on (context, prompt, response). A response labelled safe in one row and unsafe
+    in another is dropped entirely, because either label would be a guess; how many were dropped
+    is logged as a warning.
 
     Args:
         ds: canonical pairs.
 
     Returns:
-        The labelled responses, in order of first appearance.
+        The consistently labelled responses, in order of first appearance.
     """
-    seen: set[str] = set()
-    out = []
+    entries: dict[str, dict[str, Any]] = {}  # insertion order is order of first appearance
+    labels: dict[str, set[bool]] = {}
     for row in iter_rows(ds):
         for k in (0, 1):
             is_safe = row[f"is_response_{k}_safe"]
-            key = _key(row["context"], row["prompt"], row[f"response_{k}"])
-            if is_safe is None or key in seen:
+            if is_safe is None:
                 continue
-            seen.add(key)
-            out.append(
-                {
+            response = row[f"response_{k}"]
+            key = _key(row["context"], row["prompt"], response)
+            if key not in entries:
+                entries[key] = {
                     "prompt": row["prompt"],
                     "context": row["context"],
-                    "response": row[f"response_{k}"],
+                    "response": response,
                     "is_safe": is_safe,
                 }
-            )
+                labels[key] = set()
+            labels[key].add(is_safe)
+    out = [entry for key, entry in entries.items() if len(labels[key]) == 1]
+    conflicting = len(entries) - len(out)
+    if conflicting:
+        logger.warning(
+            "labelled_responses: dropped %d responses labelled safe in one row and unsafe in "
+            "another",
+            conflicting,
+        )
     return _to_dataset(out, LABELLED_FEATURES)
 
 

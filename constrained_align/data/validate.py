@@ -10,7 +10,7 @@ Row numbers are 1-based and say their convention: ``line`` for jsonl and csv (th
 starts on), ``element`` for a JSON array, ``row`` for parquet and in-memory records.
 
 Label conflicts (ALGORITHMS.md §2.3: the "safer" response is labelled unsafe while the other is
-labelled safe) are not errors: safe-rlhf raises on them, we drop and count them.
+labelled safe) are not errors: such rows are dropped, counted in the report and logged.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ prompt is safe — refusing a safe prompt is over-refusal, a helpfulness failure
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from constrained_align.data.readers import RawTable, read_table
 from constrained_align.data.schema import iter_rows, pairs_to_dataset
 from constrained_align.data.validate import (
     DataError,
+    RowError,
     ValidationReport,
     close_column,
     finish,
@@ -61,6 +62,7 @@ COMPLETION_FEATURES = Features(
         "final_label": Value("string"),
         "prompt_harmful": Value("bool"),
         "is_safe": Value("bool"),
+        "file": Value("string"),
     }
 )
 
@@ -82,43 +84,71 @@ def is_safe_completion(prompt_harmful: bool, final_label: str) -> bool:
     return not (prompt_harmful and final_label in UNSAFE_IF_HARMFUL)
 
 
-def _require(table: RawTable, names: Sequence[str]) -> None:
-    """Reference files are all-or-nothing: a missing column or unreadable line is a DataError."""
-    if table.errors:
-        raise DataError(f"{table.file}: {table.errors[0]}")
-    if not table.records:
+def _read_reference(path: str | Path, names: Sequence[str]) -> tuple[RawTable, ValidationReport]:
+    """Read an XSTest csv and start its report with the rows the reader could not split.
+
+    A file without rows or without one of ``names`` cannot be used at all, so that is raised at
+    once; bad rows are collected in the report so that one error lists all of them.
+
+    Args:
+        path: the csv file.
+        names: columns the file must have.
+
+    Returns:
+        ``(table, report)``; the caller adds its row errors and valid count, then calls
+        :func:`_finish`.
+
+    Raises:
+        DataError: unreadable file, no rows, or a missing column.
+    """
+    table = read_table(path)
+    if not table.records and not table.errors:
         raise DataError(f"{table.file}: no rows")
-    first = table.records[0]
-    for name in names:
-        if name not in first:
-            raise DataError(
-                f"{table.file}: {missing_message(name, close_column(first, name, names))}"
-            )
+    if table.records:
+        first = table.records[0]
+        for name in names:
+            if name not in first:
+                raise DataError(
+                    f"{table.file}: {missing_message(name, close_column(first, name, names))}"
+                )
+    report = ValidationReport(
+        file=table.file, unit=table.unit, errors=list(table.errors), total_rows=table.total_rows
+    )
+    return table, report
 
 
-def load_xstest_prompts(path: str | Path) -> Dataset:
+def _finish(report: ValidationReport, valid_rows: int, *, skip_invalid: bool) -> None:
+    """Complete ``report`` and raise (or warn) through :func:`finish` like every other loader."""
+    report.errors.sort(key=lambda e: e.row)
+    report.valid_rows = valid_rows
+    finish(report, skip_invalid=skip_invalid)
+
+
+def load_xstest_prompts(path: str | Path, *, skip_invalid: bool = False) -> Dataset:
     """``xstest_prompts.csv`` → ``prompt, id, type, label, focus, note, harmful``.
 
     Args:
         path: the prompts csv.
+        skip_invalid: drop rows with a bad ``label`` (or an unreadable line) with a warning
+            instead of raising.
 
     Returns:
         450 rows for XSTest v2; ``harmful`` is ``label == "unsafe"``.
 
     Raises:
-        DataError: unreadable file, missing column, or a label other than safe/unsafe.
+        DataError: unreadable file, missing column, or (without ``skip_invalid``) rows whose
+            label is not safe/unsafe.
     """
-    table = read_table(path)
-    _require(table, PROMPT_COLUMNS)
+    table, report = _read_reference(path, PROMPT_COLUMNS)
     rows = []
     for record, line in zip(table.records, table.row_numbers):
         if record["label"] not in ("safe", "unsafe"):
-            raise DataError(
-                f"{path}: line {line}, field 'label': expected 'safe' or 'unsafe', "
-                f"got {record['label']!r}"
-            )
+            message = f"expected 'safe' or 'unsafe', got {record['label']!r}"
+            report.errors.append(RowError(line, "label", message, table.unit))
+            continue
         row = {name: record[name] for name in PROMPT_COLUMNS}
         rows.append({**row, "harmful": record["label"] == "unsafe"})
+    _finish(report, len(rows), skip_invalid=skip_invalid)
     return Dataset.from_list(rows, features=XSTEST_PROMPT_FEATURES)
 
 
@@ -139,7 +169,10 @@ def _completion_files(folder_or_files: str | Path | Iterable[str | Path]) -> lis
 
 
 def load_xstest_completions(
-    folder_or_files: str | Path | Iterable[str | Path], *, models: Sequence[str] | None = None
+    folder_or_files: str | Path | Iterable[str | Path],
+    *,
+    models: Sequence[str] | None = None,
+    skip_invalid: bool = False,
 ) -> Dataset:
     """XSTest model completions with the safety rule applied.
 
@@ -147,13 +180,16 @@ def load_xstest_completions(
         folder_or_files: the ``model_completions`` folder, one csv, or several csv files named
             ``xstest_v2_completions_<model>.csv``.
         models: keep only these models, in this order (default: all, sorted by name).
+        skip_invalid: drop rows with an unknown ``final_label`` (or an unreadable line) with a
+            warning instead of raising.
 
     Returns:
-        ``id, prompt, response, model, type, final_label, prompt_harmful, is_safe``;
-        ``prompt_harmful`` is ``type`` starting with ``contrast_``.
+        ``id, prompt, response, model, type, final_label, prompt_harmful, is_safe, file``;
+        ``prompt_harmful`` is ``type`` starting with ``contrast_``; ``file`` is the csv read.
 
     Raises:
-        DataError: unreadable file, missing column, unknown label or unknown model.
+        DataError: unreadable file, missing column, unknown model, or (without
+            ``skip_invalid``) rows with an unknown label.
     """
     files = {_model_name(p): p for p in _completion_files(folder_or_files)}
     wanted = list(models) if models is not None else sorted(files)
@@ -164,15 +200,14 @@ def load_xstest_completions(
         )
     rows = []
     for model in wanted:
-        table = read_table(files[model])
-        _require(table, COMPLETION_COLUMNS)
+        table, report = _read_reference(files[model], COMPLETION_COLUMNS)
+        kept = 0
         for record, line in zip(table.records, table.row_numbers):
             label = record["final_label"]
             if label not in FINAL_LABELS:
-                raise DataError(
-                    f"{table.file}: line {line}, field 'final_label': expected one of "
-                    f"{FINAL_LABELS}, got {label!r}"
-                )
+                message = f"expected one of {FINAL_LABELS}, got {label!r}"
+                report.errors.append(RowError(line, "final_label", message, table.unit))
+                continue
             harmful = record["type"].startswith("contrast_")
             rows.append(
                 {
@@ -184,14 +219,34 @@ def load_xstest_completions(
                     "final_label": label,
                     "prompt_harmful": harmful,
                     "is_safe": is_safe_completion(harmful, label),
+                    "file": table.file,
                 }
             )
+            kept += 1
+        _finish(report, kept, skip_invalid=skip_invalid)
     return Dataset.from_list(rows, features=COMPLETION_FEATURES)
 
 
 def _id_number(xstest_id: str, fallback: int) -> int:
     match = re.search(r"(\d+)$", xstest_id)
     return int(match.group(1)) if match else fallback
+
+
+def _check_same_prompt(xid: str, a: Mapping[str, Any], b: Mapping[str, Any]) -> None:
+    """Pairing by id is only sound if both completions answer the same prompt."""
+    if a["prompt"] == b["prompt"]:
+        return
+    # Completions built by hand may lack the file column; then the model name says enough.
+    where_a, where_b = (r.get("file") or f"model {r['model']!r}" for r in (a, b))
+    raise DataError(
+        f"XSTest id {xid!r}: the prompt differs between {where_a} ({_shorten(a['prompt'])}) "
+        f"and {where_b} ({_shorten(b['prompt'])}); completions are paired by id, so both "
+        "files must hold completions of the same XSTest prompts"
+    )
+
+
+def _shorten(text: str, limit: int = 60) -> str:
+    return repr(text if len(text) <= limit else text[: limit - 3] + "...")
 
 
 def xstest_pair_records(
@@ -216,6 +271,11 @@ def xstest_pair_records(
 
     Returns:
         ``(rows, report)``.
+
+    Raises:
+        ValueError: ``models`` is not two models.
+        DataError: the two models' completions of one id answer different prompt texts, so the
+            files do not belong together.
     """
     if len(models) != 2:
         raise ValueError(f"pair exactly two models, got {list(models)}")
@@ -228,6 +288,7 @@ def xstest_pair_records(
     records, numbers = [], []
     for position, xid in enumerate(ids, start=1):
         a, b = first[xid], second[xid]
+        _check_same_prompt(xid, a, b)
         swap = not chosen_first(xid, *models)
         r0, r1 = (b, a) if swap else (a, b)
         safe0, safe1 = r0["is_safe"], r1["is_safe"]
@@ -263,6 +324,17 @@ def xstest_pairs(
 
     Pairs with identical completions are skipped; their count is logged as a warning and is in
     the report of :func:`xstest_pair_records`.
+
+    Args:
+        completions: output of :func:`load_xstest_completions` holding both models.
+        models: the two models to pair.
+        source: default ``"xstest/<model_a>+<model_b>"``.
+
+    Returns:
+        Canonical pairs, both safety labels set, ``better_response_id`` null.
+
+    Raises:
+        DataError: the two models' completions of one id answer different prompts.
     """
     rows, report = xstest_pair_records(completions, models, source=source)
     finish(report, skip_invalid=True)

@@ -7,7 +7,7 @@ import gzip
 from data_helpers import good, hh, write_jsonl
 
 from constrained_align.cli import main
-from constrained_align.data import check_file, format_report
+from constrained_align.data import check, check_file, format_report, loaders, readers
 
 
 def test_valid_file_exits_0(tmp_path, capsys):
@@ -74,3 +74,25 @@ def test_real_files(shared, capsys):
     out = capsys.readouterr().out
     assert "2312 rows, 2308 valid, 4 invalid" in out
     assert "line 87, field 'chosen': the final Assistant reply is empty" in out
+
+
+def test_auto_format_reads_each_file_once(tmp_path, monkeypatch):
+    reads = []
+
+    def counting_read_table(path):
+        reads.append(str(path))
+        return readers.read_table(path)
+
+    monkeypatch.setattr(check, "read_table", counting_read_table)
+    monkeypatch.setattr(loaders, "read_table", counting_read_table)
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", [good(1)])
+    helpful = write_jsonl(
+        tmp_path / "helpful.jsonl", [{"chosen": hh("Q", "A"), "rejected": hh("Q", "B")}]
+    )
+    cr = write_jsonl(tmp_path / "cr.jsonl", [{"prompt": "Q", "chosen": "A", "rejected": "B"}])
+    got = [check.file_records(path)[1] for path in (pairs, helpful, cr)]
+    assert reads == [str(pairs), str(helpful), str(cr)]
+    assert [r.valid_rows for r in got] == [1, 1, 1]
+    # Detected formats load as before: the axis still comes from the file name.
+    assert check.load_file(helpful)["better_response_id"][0] in (0, 1)
+    assert check.detect_format(cr) == "chosen-rejected"

@@ -31,6 +31,8 @@ HH = {"hh-rlhf/helpful-base", "hh-rlhf/harmless-base"}
 PAIR_SOURCES = HH | {"xstest/mistralinstruct+mistralguard"}
 EVAL_ONLY = {"safe-rlhf/problem.json", "xstest"}
 PROMPT_SOURCES = HH | {"advbench"} | EVAL_ONLY
+IDS = ("better_response_id", "safer_response_id")
+LABELS = ("is_response_0_safe", "is_response_1_safe")
 
 
 @pytest.fixture(scope="module")
@@ -99,12 +101,21 @@ def test_labels_as_claimed(default):
         harmful.setdefault(s, set()).add(h)
     assert harmful["advbench"] == harmful["safe-rlhf/problem.json"] == {True}
     assert harmful["xstest"] == {True, False} and harmful["hh-rlhf/harmless-base"] == {None}
-    pairs = default["pairs"]["train"]
-    for r in pairs:
-        if r["source"].startswith("xstest"):
-            assert r["is_response_0_safe"] is not None and r["better_response_id"] is None
-        else:
-            assert r["is_response_0_safe"] is None and r["context"] is not None
+    for split in ("train", "eval"):
+        pairs = default["pairs"][split]
+        columns = [pairs[name] for name in ("source", *IDS, *LABELS)]
+        for source, better, safer, safe0, safe1 in zip(*columns):
+            labels = (safe0, safe1)
+            if source == "hh-rlhf/helpful-base":
+                assert better in (0, 1) and safer is None and labels == (None, None)
+            elif source == "hh-rlhf/harmless-base":
+                assert better is None and safer in (0, 1) and labels == (None, None)
+            else:
+                assert source == "xstest/mistralinstruct+mistralguard" and better is None
+                assert None not in labels
+                # The safer id is set exactly when the labels differ, at the safe response.
+                assert (safer is None) == (safe0 == safe1)
+                assert safer is None or labels[safer] is True
 
 
 def test_no_pku_or_beavertails_text(default, shared):
@@ -139,23 +150,54 @@ def test_no_pku_or_beavertails_text(default, shared):
         assert sources == {"hh-rlhf/harmless-base"} and json.dumps(text)[1:-1] in hh_raw
 
 
-def test_builder_is_deterministic(shared, tmp_path):
+def _load_builder():
     spec = importlib.util.spec_from_file_location(
         "build_default", REPO / "tools/build_default_data.py"
     )
     builder = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(builder)
-    builder.build(shared, tmp_path / "out")
+    return builder
+
+
+def _files(folder):
+    return sorted(p.relative_to(folder) for p in folder.rglob("*") if p.is_file())
+
+
+def _assert_deterministic_gzip(data: bytes, name: Path) -> None:
+    assert data[:3] == b"\x1f\x8b\x08", name  # gzip magic, deflate
+    assert data[3] == 0, name  # no flags: no file name, comment or extra field
+    assert data[4:8] == b"\0\0\0\0", name  # mtime 0
+
+
+def test_builder_is_atomic_and_deterministic(shared, tmp_path, monkeypatch):
+    builder = _load_builder()
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "old.txt").write_text("from an earlier build", encoding="utf-8")
+    mode = out.stat().st_mode & 0o777
+    with pytest.raises(SystemExit, match="missing from the input folder"):
+        builder.build(tmp_path / "no-inputs", out)
+    monkeypatch.setattr(builder, "MAX_BYTES", 1000)
+    with pytest.raises(SystemExit, match=r"over 1000; .*out is unchanged"):
+        builder.build(shared, out)
+    # A failed build leaves the destination as it was and no temporary folder beside it.
+    assert sorted(tmp_path.iterdir()) == [out] and _files(out) == [Path("old.txt")]
+    monkeypatch.undo()
+    builder.build(shared, out)
+    assert sorted(tmp_path.iterdir()) == [out] and out.stat().st_mode & 0o777 == mode
     folder = Path(str(default_data_dir()))
-    built = sorted(
-        p.relative_to(tmp_path / "out") for p in (tmp_path / "out").rglob("*") if p.is_file()
-    )
-    shipped = sorted(p.relative_to(folder) for p in folder.rglob("*") if p.is_file())
-    assert built == shipped
-    for rel in built:
-        assert (tmp_path / "out" / rel).read_bytes() == (folder / rel).read_bytes(), rel
-    header = (folder / "pairs-train.jsonl.gz").read_bytes()[:10]
-    assert header[4:8] == b"\0\0\0\0" and not header[3] & 0x08  # mtime 0, no file name
+    assert _files(out) == _files(folder)  # the old folder was replaced as a whole
+    for rel in _files(out):
+        built, shipped = (out / rel).read_bytes(), (folder / rel).read_bytes()
+        if rel.suffix == ".gz":
+            # Compressed bytes depend on the zlib build; the content and header must not.
+            assert gzip.decompress(built) == gzip.decompress(shipped), rel
+            _assert_deterministic_gzip(built, rel)
+            _assert_deterministic_gzip(shipped, rel)
+        else:
+            assert built == shipped, rel
+    with pytest.raises(SystemExit):
+        builder.main([])  # the input folder is a required argument
 
 
 def test_rows_are_canonical_json(default):

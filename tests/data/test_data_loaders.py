@@ -42,9 +42,28 @@ def test_pku_views(shared):
     assert len(harm) == 32 and all(harm["ranked"])
     signs = Counter(zip(harm["unsafer_sign"], harm["safer_sign"]))
     assert signs == {(1, 1): 16, (-1, -1): 11, (1, -1): 5}  # mixed rows: safer is the safe one
-    labelled = labelled_responses(ds)
-    assert len(labelled) <= 64 and Counter(labelled["is_safe"])[False] >= 16
     assert len(unique_prompts(ds)) == len(set(ds["prompt"]))
+
+
+def test_pku_labelled_responses_match_an_independent_count(shared):
+    path = shared / "pku-saferlhf/train.json"
+    # The expectation is computed from the raw JSON with plain Python, not through the library:
+    # every (prompt, response) with one label throughout, the sample having no context.
+    raw = json.loads(path.read_text(encoding="utf-8"))
+    labels: dict[tuple[str, str], set[bool]] = {}
+    for r in raw:
+        for k in (0, 1):
+            key = (r["prompt"], r[f"response_{k}"])
+            labels.setdefault(key, set()).add(r[f"is_response_{k}_safe"])
+    expected = {key: found.pop() for key, found in labels.items() if len(found) == 1}
+    labelled = labelled_responses(load_pku_saferlhf(path))
+    got = {
+        (p, r): s for p, r, s in zip(labelled["prompt"], labelled["response"], labelled["is_safe"])
+    }
+    assert len(raw) == 32 and all(c == [] for c in labelled["context"])
+    assert len(labelled) == len(got) == len(expected)
+    assert Counter(labelled["is_safe"]) == Counter(expected.values())
+    assert got == expected
 
 
 def test_pku_drops_extra_columns_and_local_paths_never_reach_the_hub(tmp_path):

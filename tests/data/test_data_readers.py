@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import gzip
 import json
 
@@ -10,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 from data_helpers import good, write_jsonl
 
-from constrained_align.data import DataError, load_pairs, pairs_records, read_records
+from constrained_align.data import DataError, load_pairs, pairs_records, read_records, readers
 from constrained_align.data.readers import read_table
 
 
@@ -187,3 +188,37 @@ def test_csv_rows_are_numbered_by_starting_line(tmp_path):
     assert str(table.errors[0]) == "line 4: has 3 fields, the header has 2"
     with pytest.raises(DataError, match=r"prompts\.csv: 1 unreadable rows: line 4: has 3 fields"):
         read_records(path)
+
+
+@pytest.fixture
+def csv_limit():
+    """Restore the csv module's process-wide cell limit after a test changes it."""
+    old = csv.field_size_limit()
+    yield
+    csv.field_size_limit(old)
+
+
+def test_csv_nul_byte_names_file_and_line(tmp_path):
+    path = tmp_path / "nul.csv"
+    path.write_bytes(b"prompt,extra\nfine,x\nbro\0ken,y\n")
+    with pytest.raises(DataError) as info:
+        read_table(path)
+    assert str(info.value) == f"{path}: line 3: contains a NUL byte; not a plain-text CSV file"
+
+
+def test_csv_parser_error_names_file_and_line(tmp_path, monkeypatch, csv_limit):
+    path = tmp_path / "big.csv"
+    path.write_text("prompt,extra\nshort,x\n" + "y" * 20 + ",z\n")
+    monkeypatch.setattr(readers, "CSV_FIELD_LIMIT", 10)
+    with pytest.raises(DataError) as info:
+        read_table(path)
+    assert str(info.value) == (
+        f"{path}: line 3: not readable as CSV (field larger than field limit (10))"
+    )
+
+
+def test_csv_cells_above_the_default_limit_are_read(tmp_path, csv_limit):
+    csv.field_size_limit(131072)  # the csv module's default
+    path = tmp_path / "long.csv"
+    path.write_text("prompt,extra\n" + "y" * 200_000 + ",z\n")
+    assert read_table(path).records == [{"prompt": "y" * 200_000, "extra": "z"}]

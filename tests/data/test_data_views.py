@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from constrained_align.data import (
     harmlessness_pairs,
     helpfulness_pairs,
@@ -35,7 +37,7 @@ ROWS = pairs_to_dataset(
         row("D", "d0", "d1", None, 1, None, None),  # harmless-only (HH harmless-base)
         row("E", "e0", "e1", 1, None, None, None),  # helpful-only: no harm information
         row("F", "f0", "f1", 0, None, None, False, CTX),  # one label → unranked
-        row("A", "a0", "a2", 0, 1, False, True),  # a0 again, other label: first one wins
+        row("A", "a0", "a2", 0, 1, False, True),  # a0 again, other label: a0 is dropped
     ]
 )
 
@@ -72,20 +74,47 @@ def test_harmlessness_pairs():
     assert ds[4]["context"] == CTX
 
 
-def test_labelled_responses_deduplicated():
-    ds = labelled_responses(ROWS)
+def test_labelled_responses_drop_conflicting_labels(caplog):
+    with caplog.at_level(logging.WARNING, logger="constrained_align.data.schema"):
+        ds = labelled_responses(ROWS)
     assert ds.column_names == ["prompt", "context", "response", "is_safe"]
-    got = [(r["prompt"], r["response"], r["is_safe"]) for r in ds]
-    assert got == [
-        ("A", "a0", True),
-        ("A", "a1", False),
-        ("B", "b0", False),
-        ("B", "b1", True),
-        ("C", "c0", True),
-        ("C", "c1", True),
-        ("F", "f1", False),
-        ("A", "a2", True),
+    # a0 is labelled safe in the first row and unsafe in the last: neither label is kept.
+    assert ds.to_list() == [
+        {"prompt": "A", "context": [], "response": "a1", "is_safe": False},
+        {"prompt": "B", "context": [], "response": "b0", "is_safe": False},
+        {"prompt": "B", "context": [], "response": "b1", "is_safe": True},
+        {"prompt": "C", "context": [], "response": "c0", "is_safe": True},
+        {"prompt": "C", "context": [], "response": "c1", "is_safe": True},
+        {"prompt": "F", "context": CTX, "response": "f1", "is_safe": False},
+        {"prompt": "A", "context": [], "response": "a2", "is_safe": True},
     ]
+    assert [r.getMessage() for r in caplog.records] == [
+        "labelled_responses: dropped 1 responses labelled safe in one row and unsafe in another"
+    ]
+
+
+def test_labelled_responses_deduplicate_agreeing_labels(caplog):
+    rows = pairs_to_dataset(
+        [
+            row("Q", "x", "y", None, 0, True, False),
+            row("Q", "x", "z", None, None, True, True),  # x again, same label: one row
+            row("Q", "y", "w", None, None, True, None, CTX),  # same text, other context
+            row("R", "x", "v", None, None, False, None),  # same text, other prompt
+        ]
+    )
+    with caplog.at_level(logging.WARNING, logger="constrained_align.data.schema"):
+        got = [
+            (r["prompt"], r["response"], r["is_safe"], r["context"])
+            for r in labelled_responses(rows)
+        ]
+    assert got == [
+        ("Q", "x", True, []),
+        ("Q", "y", False, []),
+        ("Q", "z", True, []),
+        ("Q", "y", True, CTX),
+        ("R", "x", False, []),
+    ]
+    assert not caplog.records
 
 
 def test_unique_prompts_distinguishes_context():
