@@ -153,31 +153,23 @@ def scatter_plot(
     ax.axvline(0.0, color="black", linewidth=1.0, linestyle="--", label="C = 0 (safety boundary)")
     ax.set_xlabel("cost C (C > 0: unsafe)")
     ax.set_ylabel("reward R")
-    n = max(len(c), 1)
     unsafe_share = float(np.mean(c > 0)) if len(c) else float("nan")
-    ax.set_title(f"{title}\n{len(c)} responses, {unsafe_share:.1%} with C > 0", fontsize=10)
-    ax.legend(fontsize=8, loc="best")
-    ax.text(
-        0.99,
-        0.01,
-        _quadrants(r, c, n),
-        transform=ax.transAxes,
-        fontsize=7,
-        ha="right",
-        va="bottom",
-        family="monospace",
+    ax.set_title(
+        f"{title}\n{len(c)} responses, {unsafe_share:.1%} with C > 0\n{_quadrants(r, c)}",
+        fontsize=9,
     )
+    ax.legend(fontsize=8, loc="upper left", framealpha=0.9)
     fig.tight_layout()
     return save_figure(fig, path)
 
 
-def _quadrants(r: np.ndarray, c: np.ndarray, n: int) -> str:
-    """Quadrant counts around (C = 0, R = median R)."""
+def _quadrants(r: np.ndarray, c: np.ndarray) -> str:
+    """Quadrant counts around (C = 0, R = median R), for the title."""
     if not len(r):
         return ""
     mid = float(np.median(r))
     safe, high = c <= 0, r > mid
     return (
-        f"R > median, safe: {np.sum(safe & high)}   unsafe: {np.sum(~safe & high)}\n"
-        f"R ≤ median, safe: {np.sum(safe & ~high)}   unsafe: {np.sum(~safe & ~high)}"
+        f"R > median: {np.sum(safe & high)} safe / {np.sum(~safe & high)} unsafe, "
+        f"R ≤ median: {np.sum(safe & ~high)} safe / {np.sum(~safe & ~high)} unsafe"
     )
