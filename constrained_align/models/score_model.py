@@ -44,6 +44,7 @@ from transformers import (
 
 from constrained_align.data.chat import ensure_chat_template, render_prompt
 from constrained_align.models.backbones import is_decoder, load_backbone
+from constrained_align.utils import current_umask
 
 Kind = Literal["reward", "cost"]
 Pooling = Literal["last", "mean", "cls"]
@@ -159,6 +160,7 @@ class ScoreModel(nn.Module):
             self.backbone.config.save_pretrained(staging)
             self.tokenizer.save_pretrained(staging)
             (staging / CONFIG_NAME).write_text(json.dumps(asdict(self.config), indent=2) + "\n")
+            os.chmod(staging, 0o777 & ~current_umask())  # mkdtemp makes it private (0700)
             if path.exists():
                 old = path.with_name(f".{path.name}.old")
                 shutil.rmtree(old, ignore_errors=True)

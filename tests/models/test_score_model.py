@@ -11,6 +11,7 @@ from torch.testing import assert_close
 
 from constrained_align.models import ScoreModel, TextScorer, minilm_dir, tiny_tokenizer
 from constrained_align.models.score_model import CONFIG_NAME, WEIGHTS_NAME
+from constrained_align.utils import current_umask
 
 PROMPTS = ["How do I boil an egg?", "hi", "Tell me a long story about a dragon and a knight."]
 RESPONSES = ["Put it in boiling water for nine minutes.", "hello!", "Once upon a time..."]
@@ -146,6 +147,7 @@ def test_save_and_load_round_trip(model: ScoreModel, tmp_path) -> None:
     scores = TextScorer(model, progress=False).score(PROMPTS, RESPONSES)
     path = model.save_pretrained(tmp_path / "cm")
     assert (path / WEIGHTS_NAME).is_file()
+    assert path.stat().st_mode & 0o777 == 0o777 & ~current_umask()  # not mkdtemp's 0700
     assert "head.weight" in load_file(str(path / WEIGHTS_NAME))
     assert json.loads((path / CONFIG_NAME).read_text())["kind"] == "cost"
     loaded = TextScorer.from_pretrained(path, progress=False)
