@@ -21,14 +21,13 @@ import torch
 
 from constrained_align.algorithms.common import (
     cost_range,
-    dpo_on_labels,
     draw_labels,
     lagrangian_label,
     make_primal_dual,
     observe_on_policy_cost,
     one_shot_lambda,
     pair_scores,
-    train_pairs,
+    train_dpo,
 )
 from constrained_align.algorithms.offline_config import OfflineConfig
 from constrained_align.algorithms.registry import Paper, RunContext, RunResult, register
@@ -104,11 +103,10 @@ def train(config: CDPOConfig, ctx: RunContext) -> RunResult:
     for round_ in range(config.rounds):
         lam = pd.lam()
         labelled = relabel_round(ctx, batches, lam, config, generator)
-        loss_fn = dpo_on_labels(ctx, beta=config.beta, label_key="label")
-        train_pairs(
+        train_dpo(
             ctx,
             labelled,
-            loss_fn,
+            beta=config.beta,
             epochs=config.epochs,
             history=history,
             stage=f"round {round_}",

@@ -14,10 +14,9 @@ import torch
 
 from constrained_align.algorithms.c_dpo import initial_primal_dual, relabel_round
 from constrained_align.algorithms.common import (
-    dpo_on_labels,
     observe_on_policy_cost,
     pair_scores,
-    train_pairs,
+    train_dpo,
 )
 from constrained_align.algorithms.offline_config import OfflineConfig
 from constrained_align.algorithms.registry import Paper, RunContext, RunResult, register
@@ -56,10 +55,10 @@ def train(config: CAIDConfig, ctx: RunContext) -> RunResult:
             pd.step(t)
         lam = pd.lam()
         labelled = relabel_round(ctx, batches, lam, config, generator)
-        train_pairs(
+        train_dpo(
             ctx,
             labelled,
-            dpo_on_labels(ctx, beta=config.beta, label_key="label"),
+            beta=config.beta,
             epochs=config.epochs,
             history=history,
             stage=f"iteration {t}",

@@ -219,11 +219,33 @@ def train_pairs(
     return metrics
 
 
-def dpo_on_labels(ctx: RunContext, *, beta: float, label_key: str) -> LossFn:
-    """DPO at ``beta`` where ``extra[label_key]`` is P(response_1 ≻ response_0)."""
+def dpo_on_labels(ctx: RunContext, *, beta: float) -> LossFn:
+    """DPO at ``beta`` where ``extra["label"]`` is P(response_1 ≻ response_0)."""
 
     def loss_fn(pairs: PairBatch) -> tuple[Tensor, dict[str, float]]:
         l0, l1 = logratios(ctx, pairs)
-        return dpo_loss(l1, l0, beta=beta, label=pairs.extra[label_key], weight=pairs.weight)
+        return dpo_loss(l1, l0, beta=beta, label=pairs.extra["label"], weight=pairs.weight)
 
     return loss_fn
+
+
+def train_dpo(
+    ctx: RunContext,
+    batches: list[PairBatch],
+    *,
+    beta: float,
+    epochs: int,
+    history: list[dict[str, float]],
+    stage: str,
+    extra_metrics: dict[str, float] | None = None,
+) -> dict[str, float]:
+    """:func:`train_pairs` with the DPO(β) loss on each batch's ``extra["label"]``."""
+    return train_pairs(
+        ctx,
+        batches,
+        dpo_on_labels(ctx, beta=beta),
+        epochs=epochs,
+        history=history,
+        stage=stage,
+        extra_metrics=extra_metrics,
+    )

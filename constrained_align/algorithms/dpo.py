@@ -13,7 +13,7 @@ from typing import Literal
 
 import torch
 
-from constrained_align.algorithms.common import dpo_on_labels, train_pairs
+from constrained_align.algorithms.common import train_dpo
 from constrained_align.algorithms.offline_config import OfflineConfig
 from constrained_align.algorithms.registry import Paper, RunContext, RunResult, register
 from constrained_align.config import param
@@ -63,6 +63,5 @@ def train(config: DPOConfig, ctx: RunContext) -> RunResult:
     """DPO on the preference view for ``config.epochs`` epochs."""
     batches = [preference_view(b, config.preference) for b in ctx.task.pair_batches(0)]
     history: list[dict[str, float]] = []
-    loss_fn = dpo_on_labels(ctx, beta=config.beta, label_key="label")
-    train_pairs(ctx, batches, loss_fn, epochs=config.epochs, history=history, stage="dpo")
+    train_dpo(ctx, batches, beta=config.beta, epochs=config.epochs, history=history, stage="dpo")
     return RunResult(lam=None, history=history)

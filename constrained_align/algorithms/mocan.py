@@ -18,12 +18,11 @@ import torch
 
 from constrained_align.algorithms.c_dpo import relabel_round
 from constrained_align.algorithms.common import (
-    dpo_on_labels,
     exact_dual_step,
     make_primal_dual,
     pair_scores,
     reference_importance,
-    train_pairs,
+    train_dpo,
 )
 from constrained_align.algorithms.offline_config import OfflineConfig
 from constrained_align.algorithms.registry import Paper, RunContext, RunResult, register
@@ -61,10 +60,10 @@ def train(config: MoCANConfig, ctx: RunContext) -> RunResult:
     batches = [pair_scores(ctx, b) for b in ctx.task.pair_batches(0)]
     labelled = relabel_round(ctx, batches, lam, config, torch.Generator().manual_seed(ctx.seed))
     history: list[dict[str, float]] = []
-    train_pairs(
+    train_dpo(
         ctx,
         labelled,
-        dpo_on_labels(ctx, beta=config.beta, label_key="label"),
+        beta=config.beta,
         epochs=config.epochs,
         history=history,
         stage="dpo",

@@ -23,12 +23,11 @@ from typing import Literal
 import torch
 
 from constrained_align.algorithms.common import (
-    dpo_on_labels,
     draw_labels,
     exact_dual_step,
     importance_from_samples,
     make_primal_dual,
-    train_pairs,
+    train_dpo,
 )
 from constrained_align.algorithms.mocan import CAN_PAPER
 from constrained_align.algorithms.offline_config import OfflineConfig
@@ -65,10 +64,10 @@ def pre_align(
     model = ctx.backend.fork()
     sub = RunContext(backend=model, scorer=ctx.scorer, task=ctx.task, seed=ctx.seed, log=ctx.log)
     batches = [b.with_extra(label=getattr(b, label)) for b in ctx.task.pair_batches(0)]
-    train_pairs(
+    train_dpo(
         sub,
         batches,
-        dpo_on_labels(sub, beta=config.beta, label_key="label"),
+        beta=config.beta,
         epochs=config.pre_align_epochs,
         history=history,
         stage=f"pre-align {label}",
@@ -115,10 +114,10 @@ def train(config: PeCANConfig, ctx: RunContext) -> RunResult:
         d_g = _logratio(pi_g, backend, b.response_1) - _logratio(pi_g, backend, b.response_0)
         prob = torch.sigmoid(scale * (d_r + lam * d_g) / config.temperature)
         batches.append(b.with_extra(label=draw_labels(prob, config.label_mode, generator)))
-    train_pairs(
+    train_dpo(
         ctx,
         batches,
-        dpo_on_labels(ctx, beta=beta, label_key="label"),
+        beta=beta,
         epochs=config.epochs,
         history=history,
         stage="dpo",

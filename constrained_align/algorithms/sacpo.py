@@ -13,10 +13,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 from constrained_align.algorithms.common import (
-    dpo_on_labels,
     make_primal_dual,
     one_shot_lambda,
-    train_pairs,
+    train_dpo,
 )
 from constrained_align.algorithms.offline_config import OfflineConfig
 from constrained_align.algorithms.registry import Paper, RunContext, RunResult, register
@@ -62,20 +61,20 @@ def train(config: SACPOConfig, ctx: RunContext) -> RunResult:
         raise ValueError("sacpo needs λ > 0: stage 2 uses the KL weight β/λ")
     history: list[dict[str, float]] = []
     helpful = [b.with_extra(label=b.better_id) for b in ctx.task.pair_batches(0)]
-    train_pairs(
+    train_dpo(
         ctx,
         helpful,
-        dpo_on_labels(ctx, beta=config.beta, label_key="label"),
+        beta=config.beta,
         epochs=config.epochs,
         history=history,
         stage="stage 1 (reward)",
     )
     ctx.backend.set_reference_to_policy()
     harmless = [b.with_extra(label=b.safer_id) for b in ctx.task.pair_batches(0)]
-    train_pairs(
+    train_dpo(
         ctx,
         harmless,
-        dpo_on_labels(ctx, beta=config.beta / lam, label_key="label"),
+        beta=config.beta / lam,
         epochs=config.epochs,
         history=history,
         stage="stage 2 (safety)",
