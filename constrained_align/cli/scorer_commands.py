@@ -82,7 +82,8 @@ def _cmd_eval_scorer(args: argparse.Namespace) -> int:
 
     if not args.reward and not args.cost:
         raise FileNotFoundError("give --reward DIR, --cost DIR, or both")
-    kw = {"batch_size": args.batch_size, "progress": not args.quiet}
+    # Cached: the same responses are scored for the overall, per-source and scatter figures.
+    kw = {"batch_size": args.batch_size, "progress": not args.quiet, "cache": True}
     reward = TextScorer.from_pretrained(args.reward, **kw) if args.reward else None
     cost = TextScorer.from_pretrained(args.cost, **kw) if args.cost else None
     if args.data == "default":

@@ -8,6 +8,7 @@ caller's order.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -26,6 +27,9 @@ class TextScorer:
         batch_size: sequences per forward pass.
         device: where to run (the model is moved there); default the model's device.
         progress: show a progress bar when there is more than one batch.
+        cache: remember every score by (context, prompt, response), so that scoring the same
+            text again (an evaluation that reports overall and per source, then plots) costs
+            nothing. Off by default: a policy's fresh samples rarely repeat.
     """
 
     def __init__(
@@ -35,6 +39,7 @@ class TextScorer:
         batch_size: int = 64,
         device: str | torch.device | None = None,
         progress: bool = True,
+        cache: bool = False,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
@@ -44,6 +49,7 @@ class TextScorer:
         self.model.to(self.device)
         self.progress = progress
         self.path: Path | None = None
+        self._cache: dict[tuple[str, str, str], float] | None = {} if cache else None
 
     @classmethod
     def from_pretrained(cls, path: str | Path, **kwargs: object) -> TextScorer:
@@ -112,4 +118,17 @@ class TextScorer:
                 or None for single-turn prompts.
             desc: progress-bar label.
         """
-        return self.score_encoded(self.encode_all(prompts, responses, contexts), desc=desc)
+        if self._cache is None:
+            return self.score_encoded(self.encode_all(prompts, responses, contexts), desc=desc)
+        ctx = contexts if contexts is not None else [None] * len(prompts)
+        keys = [(json.dumps(c or []), p, r) for p, r, c in zip(prompts, responses, ctx)]
+        new = list({k: i for i, k in enumerate(keys) if k not in self._cache}.values())
+        if new:
+            items = self.encode_all(
+                [prompts[i] for i in new],
+                [responses[i] for i in new],
+                [ctx[i] for i in new],  # type: ignore[misc]
+            )
+            scores = self.score_encoded(items, desc=desc)
+            self._cache.update((keys[i], float(v)) for i, v in zip(new, scores))
+        return torch.tensor([self._cache[k] for k in keys], dtype=torch.float32)

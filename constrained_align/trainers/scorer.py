@@ -67,6 +67,12 @@ class Batches:
     def __len__(self) -> int:
         return len(self.first)
 
+    def lengths(self) -> np.ndarray:
+        """``(N,)`` tokens of both sides of each pair, for length-grouped batching."""
+        return np.array(
+            [len(a.input_ids) + len(b.input_ids) for a, b in zip(self.first, self.second)]
+        )
+
 
 def load_scorer_data(config: ScorerConfig) -> ScorerData:
     """Training rows of ``config.data`` with a validation share carved out by conversation.
@@ -220,6 +226,60 @@ def _optimizer(model: ScoreModel, config: ScorerConfig) -> torch.optim.Optimizer
     return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, config.adam_beta2))
 
 
+@dataclass
+class _Loop:
+    """The state one training run carries from step to step."""
+
+    model: ScoreModel
+    config: ScorerConfig
+    batches: Batches
+    rng: np.random.Generator
+    optimizer: torch.optim.Optimizer
+    schedule: Any
+    log: Any
+    bar: Any
+    total: int
+    step: int = 0
+
+    def epoch(self, epoch: int) -> None:
+        """One pass over the training pairs, in length-grouped batches."""
+        self.model.train()
+        lengths = self.batches.lengths()
+        for idx in length_grouped_batches(lengths, self.config.batch_size, self.rng):
+            loss, metrics = pair_loss(
+                self.model, self.config.kind, self.batches, idx, self.config.l2_coeff
+            )
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            self.schedule.step()
+            self.step += 1
+            self.bar.update(1)
+            self.bar.set_postfix(loss=f"{loss.item():.3f}", epoch=epoch)
+            if self.step % LOG_EVERY == 0 or self.step == self.total:
+                record = {"step": self.step, "epoch": epoch, "loss": loss.item(), **metrics}
+                self.log.write(_json_line({**record, "lr": self.schedule.get_last_lr()[0]}))
+
+
+def _training_pairs(config: ScorerConfig, rows: Dataset, rng: np.random.Generator) -> Dataset:
+    """The pairs of ``rows`` this kind trains on, at most ``max_train_pairs`` of them."""
+    pairs = pair_view(config.kind, rows)
+    if config.max_train_pairs and len(pairs) > config.max_train_pairs:
+        pairs = pairs.select(np.sort(rng.permutation(len(pairs))[: config.max_train_pairs]))
+    if len(pairs) == 0:
+        raise ValueError(f"no {config.kind} training pairs in the data")
+    return pairs
+
+
+def _is_better(score: float, best: float) -> bool:
+    """Whether an epoch's selection score replaces the best so far.
+
+    A NaN score (no validation pairs of this kind) counts as −∞ and never wins; when no epoch
+    has a finite score, the latest epoch is kept.
+    """
+    return score > best or score == best == -np.inf
+
+
 def train_scorer(
     config: ScorerConfig,
     data: ScorerData,
@@ -253,60 +313,36 @@ def train_scorer(
         seed=config.seed,
     )
     rng = np.random.default_rng(config.seed)
-    pairs = pair_view(config.kind, data.train)
-    if config.max_train_pairs and len(pairs) > config.max_train_pairs:
-        pairs = pairs.select(np.sort(rng.permutation(len(pairs))[: config.max_train_pairs]))
-    if len(pairs) == 0:
-        raise ValueError(f"no {config.kind} training pairs in the data")
+    pairs = _training_pairs(config, data.train, rng)
     batches = tokenize_pairs(model, config.kind, pairs)
-    lengths = np.array(
-        [len(a.input_ids) + len(b.input_ids) for a, b in zip(batches.first, batches.second)]
-    )
-    steps_per_epoch = -(-len(batches) // config.batch_size)
-    total = steps_per_epoch * config.epochs
+    total = -(-len(batches) // config.batch_size) * config.epochs
     optimizer = _optimizer(model, config)
     schedule = get_cosine_schedule_with_warmup(
         optimizer, int(config.warmup_ratio * total), max(total, 1)
     )
     best: dict[str, Any] = {"select": -np.inf}
-    log = (out / "metrics.jsonl").open("w", encoding="utf-8")
-    bar = tqdm(total=total, desc=f"train {config.kind} model", disable=not progress)
-    step = 0
-    try:
+    with (
+        (out / "metrics.jsonl").open("w", encoding="utf-8") as log,
+        tqdm(total=total, desc=f"train {config.kind} model", disable=not progress) as bar,
+    ):
+        loop = _Loop(model, config, batches, rng, optimizer, schedule, log, bar, total)
         for epoch in range(1, config.epochs + 1):
-            model.train()
-            for idx in length_grouped_batches(lengths, config.batch_size, rng):
-                loss, metrics = pair_loss(model, config.kind, batches, idx, config.l2_coeff)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                schedule.step()
-                step += 1
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss.item():.3f}", epoch=epoch)
-                if step % LOG_EVERY == 0 or step == total:
-                    record = {"step": step, "epoch": epoch, "loss": loss.item(), **metrics}
-                    log.write(_json_line({**record, "lr": schedule.get_last_lr()[0]}))
+            loop.epoch(epoch)
             val = validate(model, config.kind, data.validation, config.eval_batch_size)
-            log.write(_json_line({"step": step, "epoch": epoch, "validation": val}))
+            log.write(_json_line({"step": loop.step, "epoch": epoch, "validation": val}))
             log.flush()
-            # A NaN score (no validation pairs of this kind) never wins; with no finite score
-            # at all, the last epoch is kept.
             score = val["select"] if np.isfinite(val["select"]) else -np.inf
-            if score > best["select"] or (score == -np.inf and best["select"] == -np.inf):
+            if _is_better(score, best["select"]):
                 best = {**val, "select": score, "epoch": epoch}
                 model.save_pretrained(out / "model")
-    finally:
-        bar.close()
-        log.close()
     summary = {
         "kind": config.kind,
         "backbone": config.backbone,
         "train_pairs": len(pairs),
         "validation_rows": len(data.validation),
-        "steps": step,
+        "steps": loop.step,
         "best_epoch": best["epoch"],
-        "validation": {k: v for k, v in best.items() if k not in ("epoch",)},
+        "validation": {k: v for k, v in best.items() if k != "epoch"},
         "wall_seconds": time.perf_counter() - start,
         "threads": torch.get_num_threads(),
     }

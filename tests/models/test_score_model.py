@@ -206,3 +206,18 @@ def test_minilm_backbone_scores_text_offline() -> None:
     assert sum(p.numel() for p in model.backbone.parameters()) == 22_565_376
     scores = TextScorer(model, progress=False).score(PROMPTS, RESPONSES)
     assert scores.shape == (3,) and torch.isfinite(scores).all()
+
+
+def test_cached_scorer_scores_each_text_once(model: ScoreModel) -> None:
+    """With ``cache=True`` repeated texts are not re-scored, and scores are unchanged."""
+    plain = TextScorer(model, progress=False).score(PROMPTS, RESPONSES)
+    cached = TextScorer(model, progress=False, cache=True)
+    calls: list[int] = []
+    score_encoded = cached.score_encoded
+    cached.score_encoded = lambda items, desc=None: calls.append(len(items)) or score_encoded(items)
+    first = cached.score(PROMPTS + PROMPTS[:1], RESPONSES + RESPONSES[:1])
+    again = cached.score(PROMPTS[::-1], RESPONSES[::-1])
+    assert calls == [3]
+    assert_close(first[:3], plain)
+    assert_close(first[3], plain[0])
+    assert_close(again, plain.flip(0))
