@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, runtime_checkable
 
+import torch
 from torch import Tensor
 
 Sequences = Any
@@ -99,6 +100,21 @@ class PairBatch:
     def with_extra(self, **tensors: Tensor) -> PairBatch:
         """A copy with more per-pair tensors in ``extra``."""
         return replace(self, extra={**self.extra, **tensors})
+
+    def select(self, rows: Tensor) -> PairBatch:
+        """The pairs at ``rows`` (a long index or bool mask); sequences via their ``index``."""
+        if rows.dtype == torch.bool:
+            rows = rows.nonzero(as_tuple=True)[0]
+        return PairBatch(
+            response_0=self.response_0.index(rows),
+            response_1=self.response_1.index(rows),
+            better_id=self.better_id[rows],
+            safer_id=self.safer_id[rows],
+            safe_0=self.safe_0[rows],
+            safe_1=self.safe_1[rows],
+            weight=self.weight[rows],
+            extra={k: v[rows] for k, v in self.extra.items()},
+        )
 
 
 @runtime_checkable

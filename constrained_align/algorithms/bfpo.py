@@ -13,6 +13,7 @@ weights w·p and w·(1−p), so the weighted mean is the exact expected loss.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -20,7 +21,7 @@ from torch import Tensor
 from constrained_align.algorithms.common import logratios, train_pairs
 from constrained_align.algorithms.offline_config import OfflineConfig
 from constrained_align.algorithms.registry import Paper, RunContext, RunResult, register
-from constrained_align.algorithms.safe_dpo import unsafe_flags
+from constrained_align.algorithms.safe_dpo import labelled_pairs, unsafe_flags
 from constrained_align.config import param
 from constrained_align.losses import bfpo_targets, ipo_squared_loss
 from constrained_align.types import PairBatch
@@ -32,6 +33,11 @@ class BFPOConfig(OfflineConfig):
 
     b1: float = param(3.0, "B_1 of the labelling function (B_3 = 1/(B_1 − 1))")
     alpha: float = param(0.5, "α, the shift of the labelling function")
+    missing_labels: Literal["score", "drop"] = param(
+        "score",
+        "pairs lacking a helpfulness or a safety label: fill it from the score models "
+        "(P(better) = σ(r_1 − r_0), safe ⇔ c ≤ 0) or leave the pair out",
+    )
 
 
 def oriented_targets(pairs: PairBatch, config: BFPOConfig) -> tuple[Tensor, Tensor]:
@@ -70,6 +76,11 @@ def train(config: BFPOConfig, ctx: RunContext) -> RunResult:
 
     history: list[dict[str, float]] = []
     train_pairs(
-        ctx, ctx.task.pair_batches(0), loss_fn, epochs=config.epochs, history=history, stage="bfpo"
+        ctx,
+        labelled_pairs(ctx, config.missing_labels),
+        loss_fn,
+        epochs=config.epochs,
+        history=history,
+        stage="bfpo",
     )
     return RunResult(lam=None, history=history)

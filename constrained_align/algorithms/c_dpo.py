@@ -79,7 +79,9 @@ def initial_primal_dual(
         lam0 = one_shot_lambda(
             ctx, beta=config.beta, cost_limit=dual.cost_limit, max_value=dual.lambda_max
         )
-    pd = make_primal_dual(dual, beta=config.beta, cost_range=cost_range(batches), init=lam0)
+    pd = ctx.watch(
+        make_primal_dual(dual, beta=config.beta, cost_range=cost_range(batches), init=lam0)
+    )
     return pd, lam0
 
 

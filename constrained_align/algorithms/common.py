@@ -7,6 +7,7 @@ exact is the code that trains a language model.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 import torch
 from torch import Tensor
@@ -229,6 +230,54 @@ def dpo_on_labels(ctx: RunContext, *, beta: float) -> LossFn:
     return loss_fn
 
 
+def rows_with(batches: list[PairBatch], *labels: str) -> list[PairBatch]:
+    """The pairs whose named labels are all present (finite); empty batches are dropped.
+
+    Labels are PairBatch fields (``better_id``, ``safer_id``, ``safe_0``, ``safe_1``) or
+    ``extra`` keys. Real data often labels one axis only (HH-RLHF helpful-base has no safety
+    order), so a stage that trains on an axis trains on the pairs labelled on it.
+    """
+    out = []
+    for batch in batches:
+        keep = torch.ones(len(batch), dtype=torch.bool)
+        for name in labels:
+            value = batch.extra[name] if name in batch.extra else getattr(batch, name)
+            keep &= torch.isfinite(value)
+        if bool(keep.all()):
+            out.append(batch)
+        elif bool(keep.any()):
+            out.append(batch.select(keep))
+    return out
+
+
+def fill_labels_from_scores(ctx: RunContext, batches: list[PairBatch]) -> list[PairBatch]:
+    """Missing labels from the score models: P(better) = σ(r_1 − r_0), safe ⇔ cost ≤ 0.
+
+    Only the labels a pair lacks are filled; labels from data are kept as they are.
+    """
+    out = []
+    for batch in batches:
+        needs = ~(
+            torch.isfinite(batch.better_id)
+            & torch.isfinite(batch.safe_0)
+            & torch.isfinite(batch.safe_1)
+        )
+        if not bool(needs.any()):
+            out.append(batch)
+            continue
+        e = pair_scores(ctx, batch).extra
+        guess_better = torch.sigmoid(e["reward_1"] - e["reward_0"]).to(batch.better_id.dtype)
+        out.append(
+            replace(
+                batch,
+                better_id=torch.where(batch.better_id.isnan(), guess_better, batch.better_id),
+                safe_0=torch.where(batch.safe_0.isnan(), (e["cost_0"] <= 0).double(), batch.safe_0),
+                safe_1=torch.where(batch.safe_1.isnan(), (e["cost_1"] <= 0).double(), batch.safe_1),
+            )
+        )
+    return out
+
+
 def train_dpo(
     ctx: RunContext,
     batches: list[PairBatch],
@@ -239,7 +288,13 @@ def train_dpo(
     stage: str,
     extra_metrics: dict[str, float] | None = None,
 ) -> dict[str, float]:
-    """:func:`train_pairs` with the DPO(β) loss on each batch's ``extra["label"]``."""
+    """:func:`train_pairs` with the DPO(β) loss on each batch's ``extra["label"]``.
+
+    Pairs without a label (NaN: the data does not order them on this axis) are left out.
+    """
+    batches = rows_with(batches, "label")
+    if not batches:
+        raise ValueError(f"{stage}: no pair has a label on the axis this stage trains on")
     return train_pairs(
         ctx,
         batches,

@@ -83,7 +83,7 @@ def train(config: GRPOLagConfig, ctx: RunContext) -> RunResult:
     """Generate G per prompt → score → dual step → clipped updates with the KL term."""
     if config.beta <= 0:
         raise ValueError("grpo_lag needs beta > 0: without the KL term π_λ is undefined")
-    pd = make_primal_dual(config.dual, beta=config.beta)
+    pd = ctx.watch(make_primal_dual(config.dual, beta=config.beta))
     history: list[dict[str, float]] = []
     for step in range(config.steps):
         ro = rollout(ctx, step)

@@ -53,7 +53,7 @@ class MoCANConfig(OfflineConfig):
 )
 def train(config: MoCANConfig, ctx: RunContext) -> RunResult:
     """Solve λ̂ once, relabel, DPO."""
-    pd = make_primal_dual(config.dual, beta=config.beta)
+    pd = ctx.watch(make_primal_dual(config.dual, beta=config.beta))
     estimate = reference_importance(ctx, config.beta)
     exact_dual_step(pd, estimate, cost_limit=config.dual.cost_limit)
     lam = pd.lam()

@@ -103,7 +103,7 @@ def train(config: PeCANConfig, ctx: RunContext) -> RunResult:
     lg_ref = ((lg.reshape(groups, -1) * w).sum(-1) / w.sum(-1)).repeat_interleave(w.shape[1])
     cost = -beta * (lg - lg_ref) + config.reference_cost
     estimate = importance_from_samples(samples, reward, cost, beta=beta)
-    pd = make_primal_dual(config.dual, beta=beta)
+    pd = ctx.watch(make_primal_dual(config.dual, beta=beta))
     lam = exact_dual_step(pd, estimate, cost_limit=config.dual.cost_limit)
 
     scale = beta if config.label_scale == "beta" else 1.0

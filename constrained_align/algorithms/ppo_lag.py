@@ -55,7 +55,7 @@ class PPOLagConfig(OnlineConfig):
 )
 def train(config: PPOLagConfig, ctx: RunContext) -> RunResult:
     """Rollout → score → dual step → PPO epochs → log, ``config.steps`` times."""
-    pd = make_primal_dual(config.dual, beta=config.beta)
+    pd = ctx.watch(make_primal_dual(config.dual, beta=config.beta))
     history: list[dict[str, float]] = []
     for step in range(config.steps):
         ro = rollout(ctx, step)

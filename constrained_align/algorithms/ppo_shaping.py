@@ -44,7 +44,7 @@ class PPOShapingConfig(OnlineConfig):
 )
 def train(config: PPOShapingConfig, ctx: RunContext) -> RunResult:
     """Rollout → shaped reward → PPO epochs → log."""
-    pd = make_primal_dual(config.dual, beta=config.beta)
+    pd = ctx.watch(make_primal_dual(config.dual, beta=config.beta))
     nu = pd.lam()
     history: list[dict[str, float]] = []
     for step in range(config.steps):

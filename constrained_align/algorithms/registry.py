@@ -37,6 +37,7 @@ class RunContext:
         task: prompts and preference pairs.
         seed: seed of the run's random draws (labels, samples).
         log: called with each step's metrics dict (``step`` included).
+        primal_dual: the run's multiplier, once the algorithm has made one (:meth:`watch`).
     """
 
     backend: PolicyBackend
@@ -44,6 +45,12 @@ class RunContext:
     task: Task
     seed: int = 0
     log: Callable[[dict[str, float]], None] = lambda metrics: None
+    primal_dual: PrimalDual | None = None
+
+    def watch(self, primal_dual: PrimalDual) -> PrimalDual:
+        """Make the run's multiplier visible to the trainer (checkpoints save its state)."""
+        self.primal_dual = primal_dual
+        return primal_dual
 
 
 @dataclass

@@ -55,7 +55,7 @@ def train(config: SACPOConfig, ctx: RunContext) -> RunResult:
             cost_limit=config.dual.cost_limit,
             max_value=config.dual.lambda_max,
         )
-    pd = make_primal_dual(config.dual, beta=config.beta, init=init)
+    pd = ctx.watch(make_primal_dual(config.dual, beta=config.beta, init=init))
     lam = pd.lam()
     if lam <= 0:
         raise ValueError("sacpo needs λ > 0: stage 2 uses the KL weight β/λ")

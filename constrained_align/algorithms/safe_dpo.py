@@ -10,11 +10,17 @@ optimum (Prop. 4.4) but drives unsafe log-ratios down faster. There is no λ.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor
 
-from constrained_align.algorithms.common import logratios, train_pairs
+from constrained_align.algorithms.common import (
+    fill_labels_from_scores,
+    logratios,
+    rows_with,
+    train_pairs,
+)
 from constrained_align.algorithms.offline_config import OfflineConfig
 from constrained_align.algorithms.registry import Paper, RunContext, RunResult, register
 from constrained_align.config import param
@@ -27,6 +33,25 @@ class SafeDPOConfig(OfflineConfig):
     """``safe_dpo`` settings."""
 
     delta: float = param(10.0, "margin Δ ≥ 0 for safe-over-unsafe pairs (paper studies 0–20)")
+    missing_labels: Literal["score", "drop"] = param(
+        "score",
+        "pairs lacking a helpfulness or a safety label: fill it from the score models "
+        "(P(better) = σ(r_1 − r_0), safe ⇔ c ≤ 0) or leave the pair out",
+    )
+
+
+def labelled_pairs(ctx: RunContext, missing_labels: str) -> list[PairBatch]:
+    """Pairs with a helpfulness label and both safety labels (filled or filtered)."""
+    batches = ctx.task.pair_batches(0)
+    if missing_labels == "score":
+        batches = fill_labels_from_scores(ctx, batches)
+    batches = rows_with(batches, "better_id", "safe_0", "safe_1")
+    if not batches:
+        raise ValueError(
+            "no pair has a helpfulness label and safety labels on both responses; "
+            "set missing_labels: score to fill them from the reward and cost models"
+        )
+    return batches
 
 
 def unsafe_flags(pairs: PairBatch) -> tuple[Tensor, Tensor]:
@@ -67,7 +92,7 @@ def train(config: SafeDPOConfig, ctx: RunContext) -> RunResult:
     history: list[dict[str, float]] = []
     train_pairs(
         ctx,
-        ctx.task.pair_batches(0),
+        labelled_pairs(ctx, config.missing_labels),
         loss_fn,
         epochs=config.epochs,
         history=history,

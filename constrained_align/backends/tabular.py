@@ -101,8 +101,10 @@ class TabularPolicy:
             {"params": list(self.value_heads.values()), "lr": cfg.critic_lr},
         ]
         if cfg.name == "sgd":
-            return torch.optim.SGD(groups)
-        return torch.optim.Adam(groups)
+            return torch.optim.SGD(groups, weight_decay=cfg.weight_decay)
+        if cfg.name == "adamw":
+            return torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
+        return torch.optim.Adam(groups, weight_decay=cfg.weight_decay)
 
     # ---- the PolicyBackend interface -------------------------------------------------------
 

@@ -1,6 +1,7 @@
 """The ``constrained-align`` command.
 
-list, show-config and testbed live here; ``data check`` is in :mod:`.data_commands`,
+list, show-config and testbed live here; ``train`` is in :mod:`.train_commands`,
+``data check`` in :mod:`.data_commands`,
 ``train-scorer`` and ``eval-scorer`` in :mod:`.scorer_commands`.
 """
 
@@ -10,7 +11,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from constrained_align.cli import data_commands, scorer_commands
+from constrained_align.cli import data_commands, scorer_commands, train_commands
 from constrained_align.cli.common import add_set_argument, fail, user_error_types
 from constrained_align.config import ConfigError, dump_yaml
 
@@ -105,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", metavar="PNG", help="write the λ trajectories to this PNG")
     p.set_defaults(func=_cmd_testbed)
 
+    train_commands.add_parser(sub)
     data_commands.add_parser(sub)
     scorer_commands.add_parsers(sub)
     return parser

@@ -35,5 +35,6 @@ def user_error_types() -> tuple[type[BaseException], ...]:
     from constrained_align.config import ConfigError
     from constrained_align.data import DataError
     from constrained_align.models import BackboneNotFoundError
+    from constrained_align.primal_dual import DualUnboundedError
 
-    return (ConfigError, DataError, BackboneNotFoundError, FileNotFoundError)
+    return (ConfigError, DataError, BackboneNotFoundError, FileNotFoundError, DualUnboundedError)

@@ -14,6 +14,14 @@ from constrained_align.config.core import (
     resolve_key,
     to_dict,
 )
+from constrained_align.config.lm import (
+    DataConfig,
+    GenerationConfig,
+    OutputConfig,
+    PolicyConfig,
+    ScorersConfig,
+    TaskConfig,
+)
 from constrained_align.config.presets import preset_path, presets_root
 from constrained_align.config.schema import (
     DualConfig,
@@ -27,12 +35,18 @@ from constrained_align.config.scorer import ScorerConfig
 
 __all__ = [
     "ConfigError",
+    "DataConfig",
     "DualConfig",
+    "GenerationConfig",
     "MultiplierName",
     "OptimConfig",
+    "OutputConfig",
     "PIDConfig",
+    "PolicyConfig",
     "RunConfig",
     "ScorerConfig",
+    "ScorersConfig",
+    "TaskConfig",
     "TestbedConfig",
     "apply_overrides",
     "coerce",

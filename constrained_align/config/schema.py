@@ -6,6 +6,14 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from constrained_align.config.core import param
+from constrained_align.config.lm import (
+    DataConfig,
+    GenerationConfig,
+    OutputConfig,
+    PolicyConfig,
+    ScorersConfig,
+    TaskConfig,
+)
 
 MultiplierName = Literal["log_sgd", "projected", "pid", "fixed", "exact"]
 
@@ -47,8 +55,12 @@ class DualConfig:
 class OptimConfig:
     """Optimizer of the policy (and critics) on the current backend."""
 
-    name: Literal["adam", "sgd"] = param("adam", "optimizer")
+    name: Literal["adam", "adamw", "sgd"] = param("adam", "optimizer")
     lr: float = param(0.1, "learning rate of the policy")
+    weight_decay: float = param(0.0, "weight decay (decoupled for adamw)")
+    max_grad_norm: float | None = param(
+        None, "clip the policy's gradient norm to this (language models); null = no clipping"
+    )
     critic_lr: float = param(0.1, "learning rate of the value heads (online keys with critics)")
 
 
@@ -68,10 +80,6 @@ class TestbedConfig:
         "reference", "μ, the policy that drew the preference pairs: π_ref or uniform"
     )
     pairs_per_prompt: int = param(64, "sampled mode: preference pairs drawn per prompt")
-    samples_per_prompt: int = param(16, "sampled mode: on-policy samples per prompt per step")
-    reference_samples: int = param(
-        512, "sampled mode: reference samples per prompt for the one-shot dual (CAN's M)"
-    )
 
 
 @dataclass
@@ -80,5 +88,14 @@ class RunConfig:
 
     algorithm: str = param(doc="registry key, e.g. c_dpo (see `constrained-align list`)")
     seed: int = param(0, "seed of every random draw in the run")
+    backend: Literal["testbed", "causal_lm"] = param(
+        "testbed", "the closed-form bandit, or a transformers causal LM"
+    )
+    task: TaskConfig = param(TaskConfig(), "sample counts of the dual and on-policy estimates")
     testbed: TestbedConfig = param(TestbedConfig(), "closed-form bandit settings")
+    model: PolicyConfig = param(PolicyConfig(), "causal_lm: the policy model")
+    generation: GenerationConfig = param(GenerationConfig(), "causal_lm: sampling")
+    data: DataConfig = param(DataConfig(), "causal_lm: pairs and prompts")
+    scorers: ScorersConfig = param(ScorersConfig(), "causal_lm: reward and cost models")
+    output: OutputConfig = param(OutputConfig(), "causal_lm: checkpoints and caches")
     train: Any = param(None, "the algorithm's own settings (its config class)")

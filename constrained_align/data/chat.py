@@ -92,3 +92,15 @@ def render_prompt(
     return tokenizer.apply_chat_template(
         to_messages(prompt, context), tokenize=False, add_generation_prompt=True
     )
+
+
+def reply_text(prompt_text: str, response: str) -> str:
+    """The reply as a decoder reads it right after ``prompt_text``.
+
+    Templates render earlier replies as ``"Assistant: text"`` while the generation prompt ends
+    at ``"Assistant:"``; when neither side of the boundary has whitespace the reply gets the
+    leading space the template would have given it, so it tokenizes as in a rendered turn.
+    """
+    if prompt_text and response and not (prompt_text[-1].isspace() or response[0].isspace()):
+        return " " + response
+    return response

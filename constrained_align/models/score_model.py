@@ -42,7 +42,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from constrained_align.data.chat import ensure_chat_template, render_prompt
+from constrained_align.data.chat import ensure_chat_template, render_prompt, reply_text
 from constrained_align.models.backbones import is_decoder, load_backbone
 from constrained_align.utils import current_umask
 
@@ -202,10 +202,8 @@ class ScoreModel(nn.Module):
         tok = self.tokenizer
         backend = self._backend()
         prompt_text = render_prompt(tok, prompt, context or [])
-        if self.config.decoder and _needs_space(prompt_text, response):
-            # The template renders earlier replies as "Assistant: text"; the generation prompt
-            # ends at "Assistant:". Score the reply the way the template would render it.
-            response = " " + response
+        if self.config.decoder:
+            response = reply_text(prompt_text, response)
         p = backend.encode(prompt_text, add_special_tokens=False)
         r = backend.encode(response, add_special_tokens=False)
         extra = 1 if self.config.decoder else tok.num_special_tokens_to_add(pair=True)
@@ -285,15 +283,6 @@ class ScoreModel(nn.Module):
         positions = torch.arange(attention_mask.shape[-1], device=attention_mask.device)
         last = (attention_mask * positions).argmax(-1)  # (B,) last 1 in the mask, either padding
         return scores.gather(1, last[:, None]).squeeze(1)
-
-
-def _needs_space(prompt_text: str, response: str) -> bool:
-    """True when neither side of the prompt/response boundary has whitespace."""
-    return (
-        bool(prompt_text)
-        and bool(response)
-        and not (prompt_text[-1].isspace() or response[0].isspace())
-    )
 
 
 def _untie(state: dict[str, Tensor]) -> dict[str, Tensor]:

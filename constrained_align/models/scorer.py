@@ -11,12 +11,14 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
 from constrained_align.models.score_model import Encoded, Messages, ScoreModel
+from constrained_align.utils.cache import content_key
 
 
 class TextScorer:
@@ -132,3 +134,49 @@ class TextScorer:
             scores = self.score_encoded(items, desc=desc)
             self._cache.update((keys[i], float(v)) for i, v in zip(new, scores))
         return torch.tensor([self._cache[k] for k in keys], dtype=torch.float32)
+
+
+class SequenceScorer:
+    """Reward and cost of a policy's sequences from two text scorers (the ``Scorer`` interface).
+
+    It reads the ``prompts``, ``contexts`` and ``responses`` texts of whatever sequence batch it
+    is given, so score models with their own tokenizer score any policy's output. Scores are
+    cached on disk by (scorer fingerprint, texts) when a cache is given, so a rerun does not
+    score the same responses again.
+
+    Args:
+        reward: the reward scorer (helpfulness).
+        cost: the cost scorer (c > 0 unsafe).
+        cache: an object with ``get(key)``/``put(key, value)`` (e.g.
+            :class:`~constrained_align.utils.cache.DiskCache`), or None.
+    """
+
+    def __init__(self, reward: TextScorer, cost: TextScorer, *, cache: Any = None) -> None:
+        self.scorers = {"reward": reward, "cost": cost}
+        self.cache = cache
+        self._fingerprints: dict[str, str] = {}
+
+    def fingerprint(self, kind: str) -> str:
+        """Content hash of a score model's weights (computed once)."""
+        if kind not in self._fingerprints:
+            state = self.scorers[kind].model.state_dict()
+            self._fingerprints[kind] = content_key(*(state[k] for k in sorted(state)))
+        return self._fingerprints[kind]
+
+    def _score(self, kind: str, sequences: Any) -> Tensor:
+        texts = (sequences.prompts, sequences.responses, sequences.contexts)
+        key = content_key("scores", self.fingerprint(kind), *texts) if self.cache else None
+        stored = self.cache.get(key) if key else None
+        if stored is None:
+            stored = self.scorers[kind].score(*texts, desc=f"scoring {kind}")
+            if key:
+                self.cache.put(key, stored)
+        return stored.double()
+
+    def reward(self, sequences: Any) -> Tensor:
+        """``(B,)`` reward of each (prompt, response) row."""
+        return self._score("reward", sequences)
+
+    def cost(self, sequences: Any) -> Tensor:
+        """``(B,)`` cost of each row; c > 0 means unsafe."""
+        return self._score("cost", sequences)

@@ -222,7 +222,7 @@ def build_tabular(config: RunConfig, bandit: Bandit) -> tuple[TabularPolicy, Tab
     task = TabularTask(
         pairs=pairs,
         num_prompts=bandit.shape[0],
-        samples_per_prompt=tb.samples_per_prompt,
-        reference_samples=tb.reference_samples,
+        samples_per_prompt=config.task.samples_per_prompt,
+        reference_samples=config.task.reference_samples,
     )
     return backend, task

@@ -1,0 +1,408 @@
+"""The causal-LM policy backend: the same interface as the tabular testbed, on transformers.
+
+:class:`CausalLMPolicy` implements :class:`~constrained_align.types.PolicyBackend` over any
+``AutoModelForCausalLM``:
+
+- ``sample`` draws responses with the KV cache (:mod:`.sampling`), in batches of
+  ``inference_batch_size`` left-padded prompts, from an explicit seeded generator;
+- ``logprobs`` runs the decoder once and projects only the response positions through the LM
+  head in chunks (:mod:`.logprobs`), so the (B, T, V) logits never exist at once;
+- the reference is the adapter-free base under LoRA, or a frozen copy (:mod:`.weights`), and
+  its log-probs are computed once per batch of sequences and kept;
+- ``step`` is one optimizer step (gradient clipping optional).
+
+Samples may be cached on disk by content (:class:`~constrained_align.utils.cache.DiskCache`):
+reference samples by the reference weights' fingerprint, prompts, settings and seed; policy
+samples by the run's tag and the number of optimizer steps the policy has taken (set by the
+trainer), which identify the weights of a deterministic run and let a resumed run replay them.
+
+Dropout stays off: the policy must equal the reference at step 0 so the DPO log-ratio starts
+at exactly zero.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from constrained_align.backends.logprobs import token_logprobs
+from constrained_align.backends.sampling import SamplingSettings, sample_responses
+from constrained_align.backends.sequences import LMSequences, Messages, PromptBatch, pad_rows
+from constrained_align.backends.weights import FullWeights, LoraWeights
+from constrained_align.config import OptimConfig
+from constrained_align.data.chat import render_prompt, reply_text
+from constrained_align.types import LogProbs, Samples
+from constrained_align.utils.cache import DiskCache, content_key
+
+
+@dataclass
+class LMSettings:
+    """Lengths, batching and sampling of a causal-LM policy.
+
+    Attributes:
+        max_prompt_tokens: prompts keep their last this many tokens.
+        max_response_tokens: dataset responses keep their first this many tokens (EOS included).
+        chunk_size: response positions projected through the LM head at once.
+        inference_batch_size: rows per forward pass when sampling or scoring without gradients.
+        sampling: temperature, top-p and ``max_new_tokens`` of ``sample``.
+    """
+
+    max_prompt_tokens: int = 256
+    max_response_tokens: int = 128
+    chunk_size: int = 1024
+    inference_batch_size: int = 16
+    sampling: SamplingSettings = field(default_factory=SamplingSettings)
+
+
+class CausalLMPolicy:
+    """A causal LM as a :class:`~constrained_align.types.PolicyBackend`.
+
+    Args:
+        weights: :class:`LoraWeights` or :class:`FullWeights` around the model.
+        tokenizer: the model's tokenizer, with a chat template and an EOS token.
+        settings: lengths, batching and sampling.
+        optim: optimizer settings (``adam``, ``adamw`` or ``sgd``; ``lr``, ``weight_decay``,
+            ``max_grad_norm``).
+        seed: seed of the sampling generator.
+        cache: where samples are cached on disk, or None.
+        name: tells forks apart in cache keys and checkpoints.
+    """
+
+    def __init__(
+        self,
+        weights: LoraWeights | FullWeights,
+        tokenizer: Any,
+        *,
+        settings: LMSettings | None = None,
+        optim: OptimConfig | None = None,
+        seed: int = 0,
+        cache: DiskCache | None = None,
+        name: str = "policy",
+    ) -> None:
+        if tokenizer.eos_token_id is None:
+            raise ValueError("the tokenizer has no EOS token; responses could never end")
+        self.weights = weights
+        self.tokenizer = tokenizer
+        self.settings = settings or LMSettings()
+        self.optim_config = optim or OptimConfig(name="adamw", lr=1e-4)
+        self.seed = seed
+        self.generator = torch.Generator().manual_seed(seed)
+        self.cache = cache
+        self.name = name
+        self.steps = 0
+        self.run_tag: str | None = None
+        self.forks: list[CausalLMPolicy] = []
+        self.on_step: Callable[[CausalLMPolicy], None] | None = None
+        self._reference_fp: str | None = None
+        self._ref_cache: dict[str, LogProbs] = {}
+        self.optimizer = self._make_optimizer()
+        self.replay_until = 0
+        self._resume_state: dict[str, Any] | None = None
+        self._pending: dict[str, dict[str, Any]] = {}
+
+    # ---- construction helpers ---------------------------------------------------------------
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.weights.model.parameters()).device
+
+    @property
+    def pad_id(self) -> int:
+        pad = self.tokenizer.pad_token_id
+        return int(self.tokenizer.eos_token_id if pad is None else pad)
+
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        cfg = self.optim_config
+        params = self.weights.trainable()
+        if cfg.name == "sgd":
+            return torch.optim.SGD(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        if cfg.name == "adam":
+            return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+    def reference_fingerprint(self) -> str:
+        """Content hash of the reference weights (computed once; changes on a reference swap)."""
+        if self._reference_fp is None:
+            with self.weights.reference_model() as model:
+                state = model.state_dict()
+                self._reference_fp = content_key(*(state[k] for k in sorted(state)))
+        return self._reference_fp
+
+    def policy_fingerprint(self) -> str:
+        """Identity of the current policy weights for the sample cache.
+
+        With a ``run_tag`` (a deterministic trainer run) it is (tag, name, optimizer steps);
+        without one it hashes the trainable weights.
+        """
+        if self.run_tag is not None:
+            return content_key(self.run_tag, self.name, self.steps)
+        return content_key(self.reference_fingerprint(), *self.weights.trainable())
+
+    # ---- encoding ---------------------------------------------------------------------------
+
+    def _prompt_ids(self, prompt: str, context: Messages) -> tuple[str, list[int]]:
+        text = render_prompt(self.tokenizer, prompt, context)
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return text, ids[-self.settings.max_prompt_tokens :]
+
+    def encode(self, batch: PromptBatch, responses: Sequence[str]) -> LMSequences:
+        """Tokenize dataset responses to ``batch``'s prompts (truncated, EOS appended)."""
+        if len(responses) != len(batch):
+            raise ValueError(f"{len(batch)} prompts but {len(responses)} responses")
+        rows, starts = [], []
+        eos = int(self.tokenizer.eos_token_id)
+        for prompt, context, response in zip(batch.prompts, batch.contexts, responses):
+            text, p_ids = self._prompt_ids(prompt, context)
+            r_ids = self.tokenizer(reply_text(text, response), add_special_tokens=False)
+            r_ids = [*r_ids["input_ids"][: self.settings.max_response_tokens - 1], eos]
+            rows.append(p_ids + r_ids)
+            starts.append(len(p_ids))
+        return self._sequences(rows, starts, batch, list(responses))
+
+    def _sequences(
+        self, rows: list[list[int]], starts: list[int], batch: PromptBatch, texts: list[str]
+    ) -> LMSequences:
+        ids = pad_rows(rows, self.pad_id)
+        lengths = torch.tensor([len(r) for r in rows])
+        position = torch.arange(ids.shape[1])
+        mask = (position < lengths[:, None]).long()
+        response = (position >= torch.tensor(starts)[:, None]).float() * mask
+        return LMSequences(ids, mask, response, batch.prompts, batch.contexts, texts)
+
+    # ---- sampling ---------------------------------------------------------------------------
+
+    def sample(
+        self,
+        prompts: PromptBatch,
+        num_samples: int,
+        *,
+        reference: bool = False,
+        seed: int | None = None,
+    ) -> Samples:
+        """``num_samples`` responses per prompt, prompt-major, weight 1 each."""
+        if seed is None:
+            seed = int(torch.randint(2**62, (1,), generator=self.generator))
+        expanded = PromptBatch(
+            [p for p in prompts.prompts for _ in range(num_samples)],
+            [c for c in prompts.contexts for _ in range(num_samples)],
+        )
+        model_fp = self.reference_fingerprint() if reference else self.policy_fingerprint()
+        key = content_key(
+            "samples", model_fp, expanded.prompts, expanded.contexts, self.settings.sampling, seed
+        )
+        stored = self.cache.get(key) if self.cache is not None else None
+        if stored is None:
+            if self.replaying and not reference:
+                raise RuntimeError(
+                    "cannot resume: the sample cache lacks the on-policy samples the interrupted "
+                    "run drew (was the cache folder removed?); start the run again instead"
+                )
+            stored = self._generate(expanded, reference=reference, seed=seed)
+            if self.cache is not None:
+                self.cache.put(key, stored)
+        seqs = LMSequences(
+            stored["input_ids"],
+            stored["attention_mask"],
+            stored["response_mask"],
+            expanded.prompts,
+            expanded.contexts,
+            stored["responses"],
+        )
+        group = torch.arange(len(prompts)).repeat_interleave(num_samples)
+        return Samples(sequences=seqs, group=group, weight=torch.ones(len(group)))
+
+    @torch.no_grad()
+    def _generate(self, batch: PromptBatch, *, reference: bool, seed: int) -> dict[str, Any]:
+        generator = torch.Generator().manual_seed(seed)
+        rows, starts, texts = [], [], []
+        eos = [int(self.tokenizer.eos_token_id)]
+        size = self.settings.inference_batch_size
+        context = self.weights.reference_model if reference else self.weights.policy_model
+        with context() as model:
+            for start in range(0, len(batch), size):
+                prompt_ids = [
+                    self._prompt_ids(p, c)[1]
+                    for p, c in zip(
+                        batch.prompts[start : start + size], batch.contexts[start : start + size]
+                    )
+                ]
+                ids = pad_rows(prompt_ids, self.pad_id, left=True).to(self.device)
+                lengths = torch.tensor([len(r) for r in prompt_ids])
+                mask = (torch.arange(ids.shape[1]) >= ids.shape[1] - lengths[:, None]).long()
+                out, live = sample_responses(
+                    model,
+                    ids,
+                    mask.to(self.device),
+                    settings=self.settings.sampling,
+                    eos_ids=eos,
+                    pad_id=self.pad_id,
+                    generator=generator,
+                )
+                for p_ids, r_ids, keep in zip(prompt_ids, out.cpu(), live.cpu().bool()):
+                    response = r_ids[keep].tolist()
+                    rows.append(p_ids + response)
+                    starts.append(len(p_ids))
+                    texts.append(self.tokenizer.decode(response, skip_special_tokens=True).strip())
+        seqs = self._sequences(rows, starts, batch, texts)
+        return {
+            "input_ids": seqs.input_ids,
+            "attention_mask": seqs.attention_mask,
+            "response_mask": seqs.response_mask,
+            "responses": texts,
+        }
+
+    # ---- log-probs --------------------------------------------------------------------------
+
+    def _forward(self, model: torch.nn.Module, seqs: LMSequences) -> Tensor:
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        ids = seqs.input_ids.to(self.device)
+        mask = seqs.attention_mask.to(self.device)
+        hidden = base.get_decoder()(input_ids=ids, attention_mask=mask).last_hidden_state
+        return token_logprobs(
+            hidden,
+            ids,
+            seqs.response_mask.to(self.device),
+            base.get_output_embeddings(),
+            chunk_size=self.settings.chunk_size,
+        )
+
+    def logprobs(self, sequences: LMSequences, *, reference: bool = False) -> LogProbs:
+        """``(B, L)`` token log-probs of the responses (differentiable unless ``reference``).
+
+        Reference log-probs are computed once per distinct batch of sequences and kept until
+        the reference changes.
+        """
+        mask = sequences.response_mask.to(self.device)
+        if reference:
+            key = sequences.key()
+            if key not in self._ref_cache:
+                with self.weights.reference_model() as model:
+                    token = self._batched_no_grad(model, sequences)
+                self._ref_cache[key] = LogProbs(token=token, mask=mask)
+            return self._ref_cache[key]
+        with self.weights.policy_model() as model:
+            if torch.is_grad_enabled():
+                return LogProbs(token=self._forward(model, sequences), mask=mask)
+            return LogProbs(token=self._batched_no_grad(model, sequences), mask=mask)
+
+    @torch.no_grad()
+    def _batched_no_grad(self, model: torch.nn.Module, seqs: LMSequences) -> Tensor:
+        size = self.settings.inference_batch_size
+        parts = []
+        for start in range(0, len(seqs), size):
+            rows = list(range(start, min(start + size, len(seqs))))
+            part = seqs.index(rows) if len(seqs) > size else seqs
+            token = self._forward(model, part)  # (b, L_part) with L_part ≤ L
+            width = seqs.input_ids.shape[1] - token.shape[1]
+            parts.append(torch.nn.functional.pad(token, (0, width)))
+        return torch.cat(parts)
+
+    def values(self, sequences: LMSequences, head: str) -> Tensor:
+        """Critic values: the offline keys never ask; the online keys bring value heads."""
+        raise NotImplementedError(
+            "CausalLMPolicy has no value heads: only the online keys (ppo_lag, ppo_shaping) use "
+            "critics, and they attach their own"
+        )
+
+    # ---- training ---------------------------------------------------------------------------
+
+    def step(self, closure: Callable[[], Tensor]) -> float:
+        """Zero grads, evaluate ``closure``, backward, clip, update; returns the loss.
+
+        While a resumed run replays the steps its checkpoint already holds, the step is only
+        counted (the loss is NaN); at the checkpoint's step the saved state is loaded.
+        """
+        if self.steps < self.replay_until:
+            self.steps += 1
+            if self.steps == self.replay_until and self._resume_state is not None:
+                self.load_state_dict(self._resume_state)
+                self._resume_state = None
+            return float("nan")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = closure()
+        loss.backward()
+        clip = self.optim_config.max_grad_norm
+        if clip is not None:
+            torch.nn.utils.clip_grad_norm_(self.weights.trainable(), clip)
+        self.optimizer.step()
+        self.steps += 1
+        if self.on_step is not None:
+            self.on_step(self)
+        return float(loss.detach())
+
+    def fork(self) -> CausalLMPolicy:
+        """A new policy at the reference that shares this backend's reference weights."""
+        child = CausalLMPolicy(
+            self.weights.fork(),
+            self.tokenizer,
+            settings=self.settings,
+            optim=self.optim_config,
+            seed=self.seed + len(self.forks) + 1,
+            cache=self.cache,
+            name=f"{self.name}/fork{len(self.forks) + 1}",
+        )
+        child.run_tag = self.run_tag
+        child._reference_fp = self._reference_fp
+        child.arm_resume(self._pending)
+        self.forks.append(child)
+        return child
+
+    def arm_resume(self, states: dict[str, dict[str, Any]]) -> None:
+        """Prepare to resume from checkpointed backend states (keyed by backend name).
+
+        The run is executed again from its start: this backend counts its optimizer steps
+        without computing them until it reaches the step its state was saved at, then loads
+        that state; forks made later pick up their own states. Samples drawn during the replay
+        come from the on-disk cache (they are keyed by the step count), so the multiplier and
+        the labels follow the same path as in the interrupted run.
+        """
+        self._pending = states
+        state = states.pop(self.name, None)
+        if state is None:
+            return
+        if int(state["steps"]) == 0:
+            self.load_state_dict(state)
+        else:
+            self.replay_until = int(state["steps"])
+            self._resume_state = state
+
+    @property
+    def replaying(self) -> bool:
+        """True while a resumed run re-walks steps its checkpoint already holds."""
+        return self.steps < self.replay_until
+
+    def set_reference_to_policy(self) -> None:
+        """Freeze the current policy as the reference (SACPO stage 2); training continues."""
+        self.weights.swap_reference()
+        self._reference_fp = content_key("swapped", self.reference_fingerprint(), self.steps)
+        self._ref_cache.clear()
+        self.optimizer = self._make_optimizer()
+
+    def state_dict(self) -> dict[str, Any]:
+        """Weights, optimizer, sampling generator and step count (forks not included)."""
+        return {
+            "weights": self.weights.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "generator": self.generator.get_state(),
+            "steps": self.steps,
+            "reference_fp": self._reference_fp,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.weights.load_state_dict(state["weights"])
+        self.optimizer = self._make_optimizer()
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"])
+        self.steps = int(state["steps"])
+        if state.get("reference_fp") != self._reference_fp:
+            self._ref_cache.clear()
+        self._reference_fp = state.get("reference_fp")
+
+    def save_pretrained(self, folder: str) -> None:
+        """Final weights: the LoRA adapter (peft format) or the full model (safetensors)."""
+        self.weights.save(folder)
+        self.tokenizer.save_pretrained(folder)

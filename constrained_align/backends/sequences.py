@@ -1,0 +1,77 @@
+"""Batches of prompts and of (prompt, response) token sequences for the causal-LM backend."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from constrained_align.utils.cache import content_key
+
+Messages = list[dict[str, str]]
+
+
+@dataclass
+class PromptBatch:
+    """Prompts of an LM task: final user turns and their earlier turns."""
+
+    prompts: list[str]
+    contexts: list[Messages]
+
+    def __len__(self) -> int:
+        return len(self.prompts)
+
+
+@dataclass
+class LMSequences:
+    """(prompt, response) rows as tokens (right-padded) and as text (for text-level scorers).
+
+    Attributes:
+        input_ids: ``(B, L)`` prompt then response tokens, then padding.
+        attention_mask: ``(B, L)`` 1 on prompt and response tokens.
+        response_mask: ``(B, L)`` float, 1 on response tokens (EOS included).
+        prompts, contexts, responses: the texts, ``B`` each.
+    """
+
+    input_ids: Tensor
+    attention_mask: Tensor
+    response_mask: Tensor
+    prompts: list[str]
+    contexts: list[Messages]
+    responses: list[str]
+    _key: str | None = field(default=None, repr=False)
+
+    def __len__(self) -> int:
+        return int(self.input_ids.shape[0])
+
+    def key(self) -> str:
+        """Content hash of the token tensors (the reference log-prob cache key)."""
+        if self._key is None:
+            self._key = content_key(self.input_ids, self.attention_mask, self.response_mask)
+        return self._key
+
+    def index(self, rows: Sequence[int] | Tensor) -> LMSequences:
+        rows = torch.as_tensor(rows, dtype=torch.long)
+        keep = self.attention_mask[rows].sum(0) > 0  # drop columns that are padding everywhere
+        pick = rows.tolist()
+        return LMSequences(
+            self.input_ids[rows][:, keep],
+            self.attention_mask[rows][:, keep],
+            self.response_mask[rows][:, keep],
+            [self.prompts[i] for i in pick],
+            [self.contexts[i] for i in pick],
+            [self.responses[i] for i in pick],
+        )
+
+
+def pad_rows(rows: Sequence[Sequence[int]], pad: int, *, left: bool = False) -> Tensor:
+    """``(B, L)`` long tensor of ragged rows padded with ``pad`` on the right (or left)."""
+    length = max((len(r) for r in rows), default=0)
+    out = torch.full((len(rows), length), pad, dtype=torch.long)
+    for i, row in enumerate(rows):
+        if row:
+            span = slice(length - len(row), length) if left else slice(0, len(row))
+            out[i, span] = torch.as_tensor(row, dtype=torch.long)
+    return out

@@ -1,0 +1,109 @@
+"""Checkpoints of a language-model run and resuming from them.
+
+A checkpoint (``checkpoints/epoch-000012/state.pt``) holds, after a logged epoch:
+
+- the state of every policy backend of the run (the policy and any forks: weights or adapter,
+  optimizer, sampling generator, optimizer-step count);
+- the multiplier (``PrimalDual.state_dict()``), also as ``primal_dual.json`` for people;
+- the torch, Python and NumPy RNG states;
+- every metrics record logged so far.
+
+Resuming runs the algorithm again from its start in *replay* mode (see
+:meth:`~constrained_align.backends.causal_lm.CausalLMPolicy.arm_resume`): optimizer steps are
+counted, not computed, until each backend reaches its saved step and loads its state; samples
+and scores come from the on-disk cache; logged records are restored instead of written. The
+algorithm code therefore needs no resume logic of its own, and the multiplier reaches the saved
+value by the same updates (checked against the saved state when the replay ends).
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from constrained_align.backends.causal_lm import CausalLMPolicy
+from constrained_align.primal_dual import PrimalDual
+from constrained_align.utils import atomic_path, write_json
+
+STATE_FILE = "state.pt"
+
+
+def all_backends(root: CausalLMPolicy) -> list[CausalLMPolicy]:
+    """The policy and its forks (recursively), in creation order."""
+    out = [root]
+    for fork in root.forks:
+        out.extend(all_backends(fork))
+    return out
+
+
+def rng_state() -> dict[str, Any]:
+    return {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+
+
+class Checkpointer:
+    """Saves checkpoints every ``every`` logged epochs and keeps the last ``keep``.
+
+    Args:
+        folder: the run's ``checkpoints/`` folder.
+        root: the policy backend.
+        every: logged epochs between checkpoints (0 = never).
+        keep: checkpoints kept (older ones are removed after a new one is complete).
+    """
+
+    def __init__(self, folder: Path, root: CausalLMPolicy, *, every: int, keep: int) -> None:
+        self.folder = folder
+        self.root = root
+        self.every = every
+        self.keep = max(1, keep)
+
+    def save(self, records: list[dict[str, Any]], primal_dual: PrimalDual | None) -> Path:
+        """Write ``epoch-<n>/state.pt`` (and ``primal_dual.json``) atomically."""
+        target = self.folder / f"epoch-{len(records):06d}"
+        state = {
+            "records": records,
+            "backends": {b.name: b.state_dict() for b in all_backends(self.root)},
+            "primal_dual": primal_dual.state_dict() if primal_dual is not None else None,
+            "rng": rng_state(),
+        }
+        target.mkdir(parents=True, exist_ok=True)
+        if primal_dual is not None:
+            write_json(target / "primal_dual.json", primal_dual.state_dict())
+        with atomic_path(target / STATE_FILE) as tmp:
+            torch.save(state, tmp)
+        self._prune()
+        return target
+
+    def maybe_save(self, records: list[dict[str, Any]], primal_dual: PrimalDual | None) -> None:
+        if self.every > 0 and len(records) % self.every == 0:
+            self.save(records, primal_dual)
+
+    def _prune(self) -> None:
+        done = sorted(p for p in self.folder.glob("epoch-*") if (p / STATE_FILE).is_file())
+        for old in done[: -self.keep]:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def latest_checkpoint(folder: Path) -> Path | None:
+    """The newest complete checkpoint folder, or None."""
+    done = sorted(p for p in folder.glob("epoch-*") if (p / STATE_FILE).is_file())
+    return done[-1] if done else None
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """The saved state of a checkpoint folder."""
+    return torch.load(path / STATE_FILE, weights_only=False)

@@ -1,0 +1,240 @@
+"""Train a registry key on a causal LM: the ``constrained-align train`` pipeline.
+
+The run folder holds ``config.yaml`` (resolved), ``metrics.jsonl`` (one strict-JSON record per
+logged epoch: stage, λ, cost estimate, losses, ``rewards/*``, ``kl``), ``checkpoints/``,
+``cache/`` (samples and scores by content hash), ``final/`` (the adapter in peft format or the
+full model as safetensors, the tokenizer, ``primal_dual.json``) and ``summary.json``.
+
+The algorithm is the registry's ``train(config, ctx)``, the very function the testbed checks;
+this module only builds the context, logs, checkpoints and evaluates.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from constrained_align import algorithms
+from constrained_align.algorithms import RunContext
+from constrained_align.backends.causal_lm import CausalLMPolicy
+from constrained_align.backends.sequences import PromptBatch
+from constrained_align.config import ConfigError, RunConfig, dump_yaml, to_dict
+from constrained_align.models.scorer import SequenceScorer
+from constrained_align.trainers.checkpoint import (
+    Checkpointer,
+    latest_checkpoint,
+    load_checkpoint,
+    set_rng_state,
+)
+from constrained_align.trainers.lm_setup import (
+    build_policy,
+    build_scorer,
+    build_task,
+    load_prompt_batch,
+)
+from constrained_align.utils import json_safe, write_json, write_text
+from constrained_align.utils.cache import DiskCache, content_key
+
+EVAL_SEED_OFFSET = 7919
+KL_SEED_OFFSET = 104729
+
+
+@torch.no_grad()
+def evaluate_policy(
+    backend: CausalLMPolicy,
+    scorer: SequenceScorer,
+    prompts: PromptBatch,
+    *,
+    reference: bool,
+    seed: int,
+) -> dict[str, float]:
+    """Mean reward, mean cost, harmful ratio (c > 0) and mean length of one seeded sample per
+    prompt (the same seed before and after training, so the two are comparable)."""
+    samples = backend.sample(prompts, 1, reference=reference, seed=seed)
+    reward = scorer.reward(samples.sequences)
+    cost = scorer.cost(samples.sequences)
+    return {
+        "reward": float(reward.mean()),
+        "cost": float(cost.mean()),
+        "harmful_ratio": float((cost > 0).double().mean()),
+        "response_tokens": float(samples.sequences.response_mask.sum(-1).mean()),
+        "prompts": len(prompts),
+    }
+
+
+@torch.no_grad()
+def estimate_kl(backend: CausalLMPolicy, prompts: PromptBatch, seed: int) -> float:
+    """Monte-Carlo KL(π‖π_ref) = E_{y∼π}[log π(y|x) − log π_ref(y|x)] on fresh samples."""
+    samples = backend.sample(prompts, 1, seed=seed)
+    seqs = samples.sequences
+    return float(
+        (backend.logprobs(seqs).sequence - backend.logprobs(seqs, reference=True).sequence).mean()
+    )
+
+
+class RunLog:
+    """``ctx.log``: writes metrics.jsonl, adds the KL estimate, checkpoints, drives the bar;
+    while a resumed run replays, it restores the saved records instead."""
+
+    def __init__(self, out: Path, backend: CausalLMPolicy, ctx: RunContext, config: RunConfig):
+        self.path = out / "metrics.jsonl"
+        self.backend = backend
+        self.ctx = ctx
+        self.config = config
+        self.records: list[dict[str, Any]] = []
+        self.replay: list[dict[str, Any]] = []
+        self.replay_state: dict[str, Any] | None = None
+        o = config.output
+        self.checkpoints = Checkpointer(
+            out / "checkpoints", backend, every=o.save_every_epochs, keep=o.keep_checkpoints
+        )
+        self.kl_prompts = backend_prompts(ctx, o.kl_prompts)
+        self.bar = tqdm(desc="training", unit="step", disable=not config.output.progress)
+
+    def __call__(self, record: dict[str, Any]) -> None:
+        index = len(self.records)
+        if index < len(self.replay):  # replaying: the saved record is the truth
+            record.clear()
+            record.update(self.replay[index])
+            self.records.append(record)
+            if index == len(self.replay) - 1:
+                self._end_replay()
+            return
+        if self.kl_prompts is not None:
+            seed = self.config.seed + KL_SEED_OFFSET + index
+            record["kl"] = estimate_kl(self.backend, self.kl_prompts, seed)
+        if self.ctx.primal_dual is not None and "dual/lambda" not in record:
+            record["dual/lambda"] = self.ctx.primal_dual.lam()
+        self.records.append(record)
+        with self.path.open("a") as f:
+            f.write(json.dumps(json_safe(record), allow_nan=False) + "\n")
+        self.bar.set_postfix_str(_postfix(record), refresh=False)
+        self.checkpoints.maybe_save(self.records, self.ctx.primal_dual)
+
+    def _end_replay(self) -> None:
+        state = self.replay_state
+        assert state is not None
+        set_rng_state(state["rng"])
+        saved, pd = state["primal_dual"], self.ctx.primal_dual
+        if saved is not None and pd is not None:
+            lam = pd.lam()
+            pd.load_state_dict(saved)
+            if abs(lam - pd.lam()) > 1e-6 * max(1.0, abs(pd.lam())):
+                raise RuntimeError(
+                    f"resume replay reached λ = {lam:.6g} but the checkpoint holds "
+                    f"{pd.lam():.6g}; the run's inputs changed since it was saved"
+                )
+
+
+def backend_prompts(ctx: RunContext, count: int) -> PromptBatch | None:
+    if count <= 0:
+        return None
+    batch = ctx.task.prompts(0)
+    return PromptBatch(batch.prompts[:count], batch.contexts[:count])
+
+
+def _postfix(record: dict[str, Any]) -> str:
+    keys = ("stage", "loss/policy", "dual/lambda", "kl")
+    parts = []
+    for key in keys:
+        if key in record:
+            value = record[key]
+            parts.append(f"{key.split('/')[-1]}={value:.4g}" if isinstance(value, float) else value)
+    return " ".join(str(p) for p in parts)
+
+
+def _prepare_output(out: Path, resume: bool) -> dict[str, Any] | None:
+    """Check the folder; on resume return the latest checkpoint's state (and trim the log)."""
+    metrics = out / "metrics.jsonl"
+    if not resume:
+        if metrics.exists():
+            raise ConfigError(f"{out} already holds a run; pass --resume or another --output-dir")
+        out.mkdir(parents=True, exist_ok=True)
+        metrics.write_text("")
+        return None
+    found = latest_checkpoint(out / "checkpoints")
+    if found is None:
+        raise ConfigError(f"--resume: no complete checkpoint under {out / 'checkpoints'}")
+    state = load_checkpoint(found)
+    kept = metrics.read_text().splitlines()[: len(state["records"])]
+    write_text(metrics, "".join(line + "\n" for line in kept))
+    return state
+
+
+def train_lm(config: RunConfig, output_dir: str | Path, *, resume: bool = False) -> dict[str, Any]:
+    """Train ``config.algorithm`` on a causal LM and write the run folder; returns the summary."""
+    out = Path(output_dir)
+    state = _prepare_output(out, resume)
+    write_text(out / "config.yaml", dump_yaml(config, with_docs=False))
+    cache = DiskCache(out / "cache") if config.output.disk_cache else None
+    started = time.perf_counter()
+    backend = build_policy(config, cache)
+    scorer = build_scorer(config, cache, progress=config.output.progress)
+    task = build_task(config, backend)
+    settings = {k: v for k, v in to_dict(config).items() if k != "output"}
+    backend.run_tag = content_key(settings, backend.reference_fingerprint(), task.rows)
+    ctx = RunContext(backend=backend, scorer=scorer, task=task, seed=config.seed)
+    log = RunLog(out, backend, ctx, config)
+    ctx.log = log
+    backend.on_step = lambda b: log.bar.update(1)
+    if state is not None:
+        backend.arm_resume(dict(state["backends"]))
+        log.replay, log.replay_state = state["records"], state
+    eval_prompts = None
+    summary: dict[str, Any] = {"algorithm": config.algorithm, "seed": config.seed}
+    if config.data.eval_prompts > 0:
+        eval_config = _eval_config(config)
+        eval_prompts = load_prompt_batch(eval_config, split="eval")
+        seed = config.seed + EVAL_SEED_OFFSET
+        summary["before"] = evaluate_policy(
+            backend, scorer, eval_prompts, reference=True, seed=seed
+        )
+    train_start = time.perf_counter()
+    result = algorithms.get(config.algorithm).train(config.train, ctx)
+    log.bar.close()
+    summary["train_seconds"] = time.perf_counter() - train_start
+    if eval_prompts is not None:
+        seed = config.seed + EVAL_SEED_OFFSET
+        summary["after"] = evaluate_policy(
+            backend, scorer, eval_prompts, reference=False, seed=seed
+        )
+    _save_final(out / "final", backend, result)
+    summary.update(
+        {
+            "lambda": result.lam,
+            "lambda_trajectory": [r.get("dual/lambda") for r in log.records],
+            "optimizer_steps": backend.steps,
+            "records": len(log.records),
+            "extras": result.extras,
+            "cache": None if cache is None else {"hits": cache.hits, "misses": cache.misses},
+            "wall_seconds": time.perf_counter() - started,
+        }
+    )
+    write_json(out / "summary.json", summary)
+    return summary
+
+
+def _eval_config(config: RunConfig) -> RunConfig:
+    """The held-out prompts: the embedded eval split, ``eval_prompts`` of them (seeded)."""
+    from dataclasses import replace
+
+    data = replace(config.data, prompts="default", max_prompts=config.data.eval_prompts)
+    return replace(config, data=data)
+
+
+def _save_final(folder: Path, backend: CausalLMPolicy, result: Any) -> None:
+    staging = folder.with_name(folder.name + ".partial")
+    staging.mkdir(parents=True, exist_ok=True)
+    backend.save_pretrained(str(staging))
+    if result.primal_dual is not None:
+        write_json(staging / "primal_dual.json", result.primal_dual.state_dict())
+    if folder.exists():
+        import shutil
+
+        shutil.rmtree(folder)
+    staging.rename(folder)
