@@ -85,10 +85,12 @@ def test_unknown_preset_lists_available():
         preset_path("dpx:tiny")
 
 
-def test_tiny_builds_on_testbed_and_dump_round_trips(tmp_path):
+def test_tiny_is_a_language_model_run_and_dump_round_trips(tmp_path):
     base = load_run_config("c_dpo:testbed")
     tiny = load_run_config("c_dpo:tiny")
     assert tiny.algorithm == base.algorithm == "c_dpo"
+    assert (base.backend, tiny.backend) == ("testbed", "causal_lm")
+    assert tiny.model.policy == "tiny-decoder"
     text = dump_yaml(tiny, with_docs=True)
     assert "# KL weight β" in text
     path = tmp_path / "dumped.yaml"

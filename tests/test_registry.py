@@ -46,6 +46,15 @@ def test_every_yaml_loads_into_the_key_config(key, preset):
     assert isinstance(config.train, REGISTRY[key].config_class)
 
 
+def test_every_preset_file_loads():
+    """Every YAML under algorithms/ (tiny, paper, testbed, smollm2, ...) is a valid config."""
+    files = sorted(ROOT.glob("*/*.yaml"))
+    assert len(files) >= 3 * len(REGISTRY)
+    for path in files:
+        config = load_run_config(str(path))
+        assert config.algorithm == path.parent.name, path
+
+
 def test_card_documents_metrics_and_update_order():
     for key in REGISTRY:
         text = (ROOT / key / "README.md").read_text()

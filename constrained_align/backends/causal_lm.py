@@ -22,40 +22,27 @@ at exactly zero.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from constrained_align.backends.logprobs import token_logprobs
-from constrained_align.backends.sampling import SamplingSettings, sample_responses
-from constrained_align.backends.sequences import LMSequences, Messages, PromptBatch, pad_rows
+from constrained_align.backends.sampling import sample_responses
+from constrained_align.backends.sequences import (
+    LMSequences,
+    LMSettings,
+    Messages,
+    PromptBatch,
+    pad_rows,
+)
 from constrained_align.backends.weights import FullWeights, LoraWeights
 from constrained_align.config import OptimConfig
 from constrained_align.data.chat import render_prompt, reply_text
 from constrained_align.types import LogProbs, Samples
 from constrained_align.utils.cache import DiskCache, content_key
-
-
-@dataclass
-class LMSettings:
-    """Lengths, batching and sampling of a causal-LM policy.
-
-    Attributes:
-        max_prompt_tokens: prompts keep their last this many tokens.
-        max_response_tokens: dataset responses keep their first this many tokens (EOS included).
-        chunk_size: response positions projected through the LM head at once.
-        inference_batch_size: rows per forward pass when sampling or scoring without gradients.
-        sampling: temperature, top-p and ``max_new_tokens`` of ``sample``.
-    """
-
-    max_prompt_tokens: int = 256
-    max_response_tokens: int = 128
-    chunk_size: int = 1024
-    inference_batch_size: int = 16
-    sampling: SamplingSettings = field(default_factory=SamplingSettings)
 
 
 class CausalLMPolicy:
@@ -85,6 +72,9 @@ class CausalLMPolicy:
     ) -> None:
         if tokenizer.eos_token_id is None:
             raise ValueError("the tokenizer has no EOS token; responses could never end")
+        lengths = settings or LMSettings()
+        if lengths.max_prompt_tokens < 1 or lengths.max_response_tokens < 1:
+            raise ValueError("max_prompt_tokens and max_response_tokens must be at least 1")
         self.weights = weights
         self.tokenizer = tokenizer
         self.settings = settings or LMSettings()
@@ -128,7 +118,8 @@ class CausalLMPolicy:
         """Content hash of the reference weights (computed once; changes on a reference swap)."""
         if self._reference_fp is None:
             with self.weights.reference_model() as model:
-                state = model.state_dict()
+                # Adapter tensors are off in the reference, so they are not part of it.
+                state = {k: v for k, v in model.state_dict().items() if "lora_" not in k}
                 self._reference_fp = content_key(*(state[k] for k in sorted(state)))
         return self._reference_fp
 
@@ -386,7 +377,8 @@ class CausalLMPolicy:
         """Weights, optimizer, sampling generator and step count (forks not included)."""
         return {
             "weights": self.weights.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            # A copy: the live Adam moments would keep changing inside a kept state.
+            "optimizer": copy.deepcopy(self.optimizer.state_dict()),
             "generator": self.generator.get_state(),
             "steps": self.steps,
             "reference_fp": self._reference_fp,

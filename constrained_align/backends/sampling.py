@@ -41,6 +41,7 @@ def next_token(logits: Tensor, settings: SamplingSettings, generator: torch.Gene
         sorted_p, order = probs.sort(dim=-1, descending=True)
         # Keep the smallest prefix whose mass reaches top_p (the first token always stays).
         drop = sorted_p.cumsum(-1) - sorted_p >= settings.top_p
+        drop[..., 0] = False
         sorted_p = sorted_p.masked_fill(drop, 0.0)
         probs = torch.zeros_like(probs).scatter(-1, order, sorted_p)
     draw = torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(-1)

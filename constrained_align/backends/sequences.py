@@ -1,4 +1,4 @@
-"""Batches of prompts and of (prompt, response) token sequences for the causal-LM backend."""
+"""Prompt batches, (prompt, response) token sequences and the length settings of the LM backend."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from constrained_align.backends.sampling import SamplingSettings
 from constrained_align.utils.cache import content_key
 
 Messages = list[dict[str, str]]
@@ -75,3 +76,22 @@ def pad_rows(rows: Sequence[Sequence[int]], pad: int, *, left: bool = False) -> 
             span = slice(length - len(row), length) if left else slice(0, len(row))
             out[i, span] = torch.as_tensor(row, dtype=torch.long)
     return out
+
+
+@dataclass
+class LMSettings:
+    """Lengths, batching and sampling of a causal-LM policy.
+
+    Attributes:
+        max_prompt_tokens: prompts keep their last this many tokens.
+        max_response_tokens: dataset responses keep their first this many tokens (EOS included).
+        chunk_size: response positions projected through the LM head at once.
+        inference_batch_size: rows per forward pass when sampling or scoring without gradients.
+        sampling: temperature, top-p and ``max_new_tokens`` of ``sample``.
+    """
+
+    max_prompt_tokens: int = 256
+    max_response_tokens: int = 128
+    chunk_size: int = 1024
+    inference_batch_size: int = 16
+    sampling: SamplingSettings = field(default_factory=SamplingSettings)

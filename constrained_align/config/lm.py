@@ -96,6 +96,9 @@ class OutputConfig:
     save_every_epochs: int = param(1, "checkpoint after every this many epochs (0 = never)")
     keep_checkpoints: int = param(2, "most recent checkpoints kept")
     disk_cache: bool = param(True, "cache samples and scores on disk by content")
+    cache_dir: str | None = param(
+        None, "the sample/score cache folder; null = <output-dir>/cache (share it across runs)"
+    )
     progress: bool = param(True, "show progress bars")
     kl_prompts: int = param(
         8, "prompts sampled from the policy after each logged epoch to estimate KL(π‖π_ref)"

@@ -92,12 +92,15 @@ def ipo_squared_loss(
         weight: ``(B,)`` non-negative per-pair weights, or None for the uniform mean.
 
     Returns:
-        ``(loss, metrics)`` with ``rewards/margins`` (weighted mean of ℓ_c − ℓ_r) and
-        ``loss/squared`` (the loss).
+        ``(loss, metrics)`` with ``rewards/chosen`` and ``rewards/rejected`` (weighted means of
+        ℓ_c and ℓ_r: BFPO's τ scales the target, not the log-ratios), ``rewards/margins`` (of
+        ℓ_c − ℓ_r) and ``loss/squared`` (the loss).
     """
     margin = chosen_logratio - rejected_logratio  # (B,)
     loss = weighted_mean((margin - target).square(), weight)
     metrics = {
+        "rewards/chosen": as_float(weighted_mean(chosen_logratio, weight)),
+        "rewards/rejected": as_float(weighted_mean(rejected_logratio, weight)),
         "rewards/margins": as_float(weighted_mean(margin, weight)),
         "loss/squared": as_float(loss),
     }
@@ -214,8 +217,9 @@ def safe_dpo_loss(
         weight: ``(B,)`` non-negative per-pair weights, or None for uniform weights.
 
     Returns:
-        ``(loss, metrics)`` with ``rewards/margins`` (weighted mean over kept rows of
-        β ℓ(ỹ_w) − β ℓ(ỹ_l), Δ excluded), ``rewards/accuracies`` (kept rows with that margin
+        ``(loss, metrics)`` with ``rewards/chosen`` and ``rewards/rejected`` (weighted means
+        over kept rows of β ℓ(ỹ_w) and β ℓ(ỹ_l)), ``rewards/margins`` (their difference,
+        Δ excluded), ``rewards/accuracies`` (kept rows with that margin
         > 0), ``safe_dpo/dropped_fraction`` and ``safe_dpo/swapped_fraction`` (weighted over
         all rows). Metrics over kept rows are NaN when every row is dropped.
     """
@@ -243,12 +247,16 @@ def safe_dpo_loss(
     if float(kept_weight.sum()) > 0.0:
         loss = weighted_mean(per_example, kept_weight)
         margin_mean = as_float(weighted_mean(margin, kept_weight))
+        chosen_mean = as_float(weighted_mean(beta * win, kept_weight))
+        rejected_mean = as_float(weighted_mean(beta * lose, kept_weight))
         accuracy = fraction(margin > 0, kept_weight)
     else:
         loss = 0.0 * (chosen_logratio.sum() + rejected_logratio.sum())
-        margin_mean = accuracy = float("nan")
+        margin_mean = chosen_mean = rejected_mean = accuracy = float("nan")
 
     metrics = {
+        "rewards/chosen": chosen_mean,
+        "rewards/rejected": rejected_mean,
         "rewards/margins": margin_mean,
         "rewards/accuracies": accuracy,
         "safe_dpo/dropped_fraction": fraction(~keep, weight),

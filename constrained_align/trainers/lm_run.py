@@ -87,6 +87,7 @@ class RunLog:
         self.ctx = ctx
         self.config = config
         self.records: list[dict[str, Any]] = []
+        self.written = 0  # records already in metrics.jsonl
         self.replay: list[dict[str, Any]] = []
         self.replay_state: dict[str, Any] | None = None
         o = config.output
@@ -105,21 +106,35 @@ class RunLog:
             if index == len(self.replay) - 1:
                 self._end_replay()
             return
+        # A record is written when the next one arrives (or at the end), because algorithms
+        # may add to it after logging it (c_dpo's on-policy cost estimate of the round).
+        self._write_pending()
         if self.kl_prompts is not None:
             seed = self.config.seed + KL_SEED_OFFSET + index
             record["kl"] = estimate_kl(self.backend, self.kl_prompts, seed)
         if self.ctx.primal_dual is not None and "dual/lambda" not in record:
             record["dual/lambda"] = self.ctx.primal_dual.lam()
         self.records.append(record)
-        with self.path.open("a") as f:
-            f.write(json.dumps(json_safe(record), allow_nan=False) + "\n")
         self.bar.set_postfix_str(_postfix(record), refresh=False)
         self.checkpoints.maybe_save(self.records, self.ctx.primal_dual)
+
+    def _write_pending(self) -> None:
+        written = self.written
+        for record in self.records[written:]:
+            with self.path.open("a") as f:
+                f.write(json.dumps(json_safe(record), allow_nan=False) + "\n")
+        self.written = len(self.records)
+
+    def close(self) -> None:
+        """Write the last record and close the progress bar."""
+        self._write_pending()
+        self.bar.close()
 
     def _end_replay(self) -> None:
         state = self.replay_state
         assert state is not None
         set_rng_state(state["rng"])
+        self.written = len(self.records) - 1  # the last saved record was not written yet
         saved, pd = state["primal_dual"], self.ctx.primal_dual
         if saved is not None and pd is not None:
             lam = pd.lam()
@@ -161,7 +176,8 @@ def _prepare_output(out: Path, resume: bool) -> dict[str, Any] | None:
     if found is None:
         raise ConfigError(f"--resume: no complete checkpoint under {out / 'checkpoints'}")
     state = load_checkpoint(found)
-    kept = metrics.read_text().splitlines()[: len(state["records"])]
+    # The checkpoint's last record is written only when the next one arrives.
+    kept = metrics.read_text().splitlines()[: len(state["records"]) - 1]
     write_text(metrics, "".join(line + "\n" for line in kept))
     return state
 
@@ -171,7 +187,8 @@ def train_lm(config: RunConfig, output_dir: str | Path, *, resume: bool = False)
     out = Path(output_dir)
     state = _prepare_output(out, resume)
     write_text(out / "config.yaml", dump_yaml(config, with_docs=False))
-    cache = DiskCache(out / "cache") if config.output.disk_cache else None
+    cache_dir = Path(config.output.cache_dir) if config.output.cache_dir else out / "cache"
+    cache = DiskCache(cache_dir) if config.output.disk_cache else None
     started = time.perf_counter()
     backend = build_policy(config, cache)
     scorer = build_scorer(config, cache, progress=config.output.progress)
@@ -196,7 +213,7 @@ def train_lm(config: RunConfig, output_dir: str | Path, *, resume: bool = False)
         )
     train_start = time.perf_counter()
     result = algorithms.get(config.algorithm).train(config.train, ctx)
-    log.bar.close()
+    log.close()
     summary["train_seconds"] = time.perf_counter() - train_start
     if eval_prompts is not None:
         seed = config.seed + EVAL_SEED_OFFSET

@@ -6,6 +6,8 @@ import random
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from constrained_align.backends.causal_lm import CausalLMPolicy, LMSettings
 from constrained_align.backends.lm_task import LMTask
 from constrained_align.backends.sampling import SamplingSettings
@@ -97,6 +99,7 @@ def build_policy(config: RunConfig, cache: DiskCache | None) -> CausalLMPolicy:
             target_modules=list(m.lora_target_modules),
             task_type="CAUSAL_LM",
         )
+        torch.manual_seed(config.seed)  # LoRA's A matrices draw from the global RNG
         weights: LoraWeights | FullWeights = LoraWeights(get_peft_model(model, lora))
     else:
         weights = FullWeights(model)

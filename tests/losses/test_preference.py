@@ -102,7 +102,7 @@ def test_dpo_weighted_mean() -> None:
 
 
 def test_ipo_squared_loss_hand_values() -> None:
-    """ℓ_c = [1, 0.5], ℓ_r = [0, 1] → margins [1, −0.5].
+    """ℓ_c = [1, 0.5], ℓ_r = [0, 1] → margins [1, −0.5]; mean ℓ_c 0.75, mean ℓ_r 0.5.
 
     Tensor target [1, −1]: residuals [0, 0.5], loss = (0 + 0.25) / 2 = 0.125.
     Float target 2: residuals [−1, −2.5], loss = (1 + 6.25) / 2 = 3.625.
@@ -112,6 +112,8 @@ def test_ipo_squared_loss_hand_values() -> None:
     loss, metrics = ipo_squared_loss(t(1.0, 0.5), t(0.0, 1.0), target=t(1.0, -1.0))
     assert_close(loss, scalar(0.125), atol=1e-9, rtol=0)
     assert metrics["rewards/margins"] == pytest.approx(0.25)
+    assert metrics["rewards/chosen"] == pytest.approx(0.75)
+    assert metrics["rewards/rejected"] == pytest.approx(0.5)
     assert metrics["loss/squared"] == pytest.approx(0.125)
 
     chosen = t(1.0, 0.5).requires_grad_()
@@ -170,6 +172,7 @@ def test_safe_dpo_loss_hand_values() -> None:
       (1,1): dropped.
     Loss = (0.3132617 + 1.3132617 + 3.0485874) / 3 = 1.5583703.
     Margins over kept rows (Δ excluded) [1, 1, −1]: mean 1/3, accuracies 2/3;
+    β ℓ(ỹ_w) = [1, 1, 0] (mean 2/3) and β ℓ(ỹ_l) = [0, 0, 1] (mean 1/3);
     dropped 1/4, swapped 1/4.
     Gradient: the dropped row gets 0; on the swapped row ℓ_c is the loser, so
     dL/dℓ_c = +β σ(−z) / 3 = σ(3) / 3 = 0.3175247.
@@ -182,6 +185,8 @@ def test_safe_dpo_loss_hand_values() -> None:
     assert_close(loss, scalar(1.5583703), atol=1e-6, rtol=0)
     assert metrics == pytest.approx(
         {
+            "rewards/chosen": 2.0 / 3.0,
+            "rewards/rejected": 1.0 / 3.0,
             "rewards/margins": 1.0 / 3.0,
             "rewards/accuracies": 2.0 / 3.0,
             "safe_dpo/dropped_fraction": 0.25,
