@@ -18,10 +18,10 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from constrained_align.algorithms.common import logratios, train_pairs
+from constrained_align.algorithms.common import logratios
 from constrained_align.algorithms.offline_config import OfflineConfig
 from constrained_align.algorithms.registry import Paper, RunContext, RunResult, register
-from constrained_align.algorithms.safe_dpo import labelled_pairs, unsafe_flags
+from constrained_align.algorithms.safe_dpo import train_labelled, unsafe_flags
 from constrained_align.config import param
 from constrained_align.losses import bfpo_targets, ipo_squared_loss
 from constrained_align.types import PairBatch
@@ -74,13 +74,4 @@ def train(config: BFPOConfig, ctx: RunContext) -> RunResult:
             weight=torch.cat([pairs.weight * p, pairs.weight * (1 - p)]),
         )
 
-    history: list[dict[str, float]] = []
-    train_pairs(
-        ctx,
-        labelled_pairs(ctx, config.missing_labels),
-        loss_fn,
-        epochs=config.epochs,
-        history=history,
-        stage="bfpo",
-    )
-    return RunResult(lam=None, history=history)
+    return train_labelled(ctx, loss_fn, config, stage="bfpo")

@@ -10,12 +10,13 @@ optimum (Prop. 4.4) but drives unsafe log-ratios down faster. There is no λ.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
 
 from constrained_align.algorithms.common import (
+    LossFn,
     fill_labels_from_scores,
     logratios,
     rows_with,
@@ -54,6 +55,14 @@ def labelled_pairs(ctx: RunContext, missing_labels: str) -> list[PairBatch]:
     return batches
 
 
+def train_labelled(ctx: RunContext, loss_fn: LossFn, config: Any, *, stage: str) -> RunResult:
+    """``config.epochs`` epochs of ``loss_fn`` on :func:`labelled_pairs` (no multiplier)."""
+    history: list[dict[str, float]] = []
+    batches = labelled_pairs(ctx, config.missing_labels)
+    train_pairs(ctx, batches, loss_fn, epochs=config.epochs, history=history, stage=stage)
+    return RunResult(lam=None, history=history)
+
+
 def unsafe_flags(pairs: PairBatch) -> tuple[Tensor, Tensor]:
     """h = 1[unsafe] of both responses; SafeDPO needs every response labelled."""
     if torch.isnan(pairs.safe_0).any() or torch.isnan(pairs.safe_1).any():
@@ -89,13 +98,4 @@ def train(config: SafeDPOConfig, ctx: RunContext) -> RunResult:
             weight=pairs.weight,
         )
 
-    history: list[dict[str, float]] = []
-    train_pairs(
-        ctx,
-        labelled_pairs(ctx, config.missing_labels),
-        loss_fn,
-        epochs=config.epochs,
-        history=history,
-        stage="safe_dpo",
-    )
-    return RunResult(lam=None, history=history)
+    return train_labelled(ctx, loss_fn, config, stage="safe_dpo")
