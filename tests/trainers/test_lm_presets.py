@@ -140,3 +140,21 @@ def test_set_reaches_nested_fields_on_every_offline_key():
         if REGISTRY[key].has_multiplier:
             config = load_run_config(f"{key}:tiny", ["cost_limit=-0.5", "lambda_init=2"])
             assert (config.train.dual.cost_limit, config.train.dual.lambda_init) == (-0.5, 2.0)
+
+
+def test_full_fine_tuning_saves_safetensors(tmp_path):
+    """``lora: false`` trains every weight against a frozen copy and saves the whole model."""
+    out = tmp_path / "full"
+    args = ["train", "dpo:tiny", "--set", "lora=false", "--set", "epochs=1", "--quiet"]
+    assert main([*args, "--output-dir", str(out)]) == 0
+    final = out / "final"
+    assert (final / "model.safetensors").is_file() and (final / "config.json").is_file()
+    assert not (final / "adapter_model.safetensors").exists()
+    from transformers import AutoModelForCausalLM
+
+    from constrained_align.models.tiny import tiny_causal_lm
+
+    trained = AutoModelForCausalLM.from_pretrained(final).state_dict()
+    initial = tiny_causal_lm(0).state_dict()  # the preset's seed-0 weights
+    assert trained.keys() == initial.keys()
+    assert any(not torch.equal(trained[k], initial[k]) for k in initial)
