@@ -65,9 +65,16 @@ class Rollout:
 
 
 def rollout(ctx: RunContext, step: int) -> Rollout:
-    """Sample the policy on this step's prompts and score every response."""
+    """Sample the policy on this step's prompts, score every response, and have the sampling
+    policy's and the reference's token log-probs (backends that do not return them with the
+    samples, like the causal LM, compute them here)."""
     samples = ctx.backend.sample(ctx.task.prompts(step), ctx.task.samples_per_prompt)
     seqs = samples.sequences
+    with torch.no_grad():
+        if samples.logprobs is None:
+            samples.logprobs = ctx.backend.logprobs(seqs)
+        if samples.ref_logprobs is None:
+            samples.ref_logprobs = ctx.backend.logprobs(seqs, reference=True)
     return Rollout(samples, ctx.scorer.reward(seqs).detach(), ctx.scorer.cost(seqs).detach())
 
 

@@ -23,12 +23,14 @@ at exactly zero.
 from __future__ import annotations
 
 import copy
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from constrained_align.backends.critics import Critics
 from constrained_align.backends.logprobs import token_logprobs
 from constrained_align.backends.sampling import sample_responses
 from constrained_align.backends.sequences import (
@@ -89,7 +91,10 @@ class CausalLMPolicy:
         self.on_step: Callable[[CausalLMPolicy], None] | None = None
         self._reference_fp: str | None = None
         self._ref_cache: dict[str, LogProbs] = {}
+        self.critics = Critics(weights)
         self.optimizer = self._make_optimizer()
+        # Seconds spent generating and in optimizer steps, and tokens generated (for metrics).
+        self.timers = {"generation": 0.0, "training": 0.0, "generated_tokens": 0.0}
         self.replay_until = 0
         self._resume_state: dict[str, Any] | None = None
         self._pending: dict[str, dict[str, Any]] = {}
@@ -106,13 +111,18 @@ class CausalLMPolicy:
         return int(self.tokenizer.eos_token_id if pad is None else pad)
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
+        """One group for the policy, one per critic (at ``critic_lr``)."""
         cfg = self.optim_config
-        params = self.weights.trainable()
-        if cfg.name == "sgd":
-            return torch.optim.SGD(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        if cfg.name == "adam":
-            return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        groups = [{"params": self.weights.trainable(), "lr": cfg.lr}]
+        groups += [self._critic_group(head) for head in self.critics.heads]
+        kind = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam}.get(cfg.name, torch.optim.AdamW)
+        return kind(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+    def _critic_group(self, head: str) -> dict[str, Any]:
+        return {"params": self.critics.add(head), "lr": self.optim_config.critic_lr}
+
+    def _trainable(self) -> list[torch.nn.Parameter]:
+        return [p for group in self.optimizer.param_groups for p in group["params"]]
 
     def reference_fingerprint(self) -> str:
         """Content hash of the reference weights (computed once; changes on a reference swap)."""
@@ -192,7 +202,10 @@ class CausalLMPolicy:
                     "cannot resume: the sample cache lacks the on-policy samples the interrupted "
                     "run drew (was the cache folder removed?); start the run again instead"
                 )
+            started = time.perf_counter()
             stored = self._generate(expanded, reference=reference, seed=seed)
+            self.timers["generation"] += time.perf_counter() - started
+            self.timers["generated_tokens"] += float(stored["response_mask"].sum())
             if self.cache is not None:
                 self.cache.put(key, stored)
         seqs = LMSequences(
@@ -262,23 +275,28 @@ class CausalLMPolicy:
         )
 
     def logprobs(self, sequences: LMSequences, *, reference: bool = False) -> LogProbs:
-        """``(B, L)`` token log-probs of the responses (differentiable unless ``reference``).
+        """Token log-probs of the responses in response coordinates: ``(B, T)`` with column t
+        the t-th response token and a prefix mask (what GAE and the PPO losses expect).
+        Differentiable unless ``reference``.
 
         Reference log-probs are computed once per distinct batch of sequences and kept until
         the reference changes.
         """
-        mask = sequences.response_mask.to(self.device)
+        _, keep = sequences.response_index()
+        mask = keep.to(self.device)
         if reference:
             key = sequences.key()
             if key not in self._ref_cache:
                 with self.weights.reference_model() as model:
-                    token = self._batched_no_grad(model, sequences)
-                self._ref_cache[key] = LogProbs(token=token, mask=mask)
+                    full = self._batched_no_grad(model, sequences)
+                self._ref_cache[key] = LogProbs(token=sequences.to_response(full), mask=mask)
             return self._ref_cache[key]
         with self.weights.policy_model() as model:
             if torch.is_grad_enabled():
-                return LogProbs(token=self._forward(model, sequences), mask=mask)
-            return LogProbs(token=self._batched_no_grad(model, sequences), mask=mask)
+                full = self._forward(model, sequences)
+            else:
+                full = self._batched_no_grad(model, sequences)
+        return LogProbs(token=sequences.to_response(full), mask=mask)
 
     @torch.no_grad()
     def _batched_no_grad(self, model: torch.nn.Module, seqs: LMSequences) -> Tensor:
@@ -293,11 +311,12 @@ class CausalLMPolicy:
         return torch.cat(parts)
 
     def values(self, sequences: LMSequences, head: str) -> Tensor:
-        """Critic values: the offline keys never ask; the online keys bring value heads."""
-        raise NotImplementedError(
-            "CausalLMPolicy has no value heads: only the online keys (ppo_lag, ppo_shaping) use "
-            "critics, and they attach their own"
-        )
+        """``(B, T)`` V(s_t) of the named critic at each response token, in response coordinates
+        like :meth:`logprobs` (see :mod:`.critics`); the critic is made on first use and joins
+        the optimizer at ``critic_lr``."""
+        if head not in self.critics.heads:
+            self.optimizer.add_param_group(self._critic_group(head))
+        return sequences.to_response(self.critics.values(sequences, head))
 
     # ---- training ---------------------------------------------------------------------------
 
@@ -313,14 +332,16 @@ class CausalLMPolicy:
                 self.load_state_dict(self._resume_state)
                 self._resume_state = None
             return float("nan")
+        started = time.perf_counter()
         self.optimizer.zero_grad(set_to_none=True)
         loss = closure()
         loss.backward()
         clip = self.optim_config.max_grad_norm
         if clip is not None:
-            torch.nn.utils.clip_grad_norm_(self.weights.trainable(), clip)
+            torch.nn.utils.clip_grad_norm_(self._trainable(), clip)
         self.optimizer.step()
         self.steps += 1
+        self.timers["training"] += time.perf_counter() - started
         if self.on_step is not None:
             self.on_step(self)
         return float(loss.detach())
@@ -382,9 +403,11 @@ class CausalLMPolicy:
             "generator": self.generator.get_state(),
             "steps": self.steps,
             "reference_fp": self._reference_fp,
+            "critics": self.critics.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.critics.load_state_dict(state.get("critics", {}))  # makes missing critics first
         self.weights.load_state_dict(state["weights"])
         self.optimizer = self._make_optimizer()
         self.optimizer.load_state_dict(state["optimizer"])

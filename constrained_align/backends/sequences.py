@@ -53,6 +53,24 @@ class LMSequences:
             self._key = content_key(self.input_ids, self.attention_mask, self.response_mask)
         return self._key
 
+    def response_index(self) -> tuple[Tensor, Tensor]:
+        """Where each row's response sits: ``(B, T)`` column indices into the sequence of the
+        t-th response token, and the ``(B, T)`` float mask of real tokens (a prefix of each
+        row), T the longest response."""
+        mask = self.response_mask
+        lengths = mask.sum(-1).long()  # (B,)
+        starts = mask.argmax(-1)  # (B,) first response column (responses are contiguous)
+        width = int(lengths.max()) if len(lengths) else 0
+        offsets = torch.arange(width)
+        keep = (offsets < lengths[:, None]).float()  # (B, T)
+        index = (starts[:, None] + offsets).clamp(max=mask.shape[1] - 1)  # (B, T)
+        return index, keep
+
+    def to_response(self, full: Tensor) -> Tensor:
+        """``(B, L)`` per-position values → ``(B, T)`` in response coordinates (0 past the end)."""
+        index, keep = self.response_index()
+        return full.gather(1, index.to(full.device)) * keep.to(full.device, full.dtype)
+
     def index(self, rows: Sequence[int] | Tensor) -> LMSequences:
         rows = torch.as_tensor(rows, dtype=torch.long)
         keep = self.attention_mask[rows].sum(0) > 0  # drop columns that are padding everywhere

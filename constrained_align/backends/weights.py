@@ -35,6 +35,19 @@ class FullWeights:
     def __init__(self, model: nn.Module, reference: nn.Module | None = None) -> None:
         self.model = model.eval()
         self.reference = _frozen(reference if reference is not None else copy.deepcopy(model))
+        self.critics: dict[str, nn.Module] = {}
+
+    def add_critic(self, name: str) -> list[nn.Parameter]:
+        """A critic trunk: a trainable copy of the reference (full fine-tuning has no adapters)."""
+        trunk = copy.deepcopy(self.reference).eval()
+        for p in trunk.parameters():
+            p.requires_grad_(True)
+        self.critics[name] = trunk
+        return list(trunk.parameters())
+
+    @contextmanager
+    def critic_model(self, name: str) -> Iterator[nn.Module]:
+        yield self.critics[name]
 
     @contextmanager
     def policy_model(self) -> Iterator[nn.Module]:
@@ -58,14 +71,22 @@ class FullWeights:
         self.reference.load_state_dict(self.model.state_dict())
 
     def state_dict(self) -> dict[str, Any]:
+        def snap(m: nn.Module) -> dict[str, Any]:
+            return {k: v.detach().clone() for k, v in m.state_dict().items()}
+
         return {
-            "policy": {k: v.detach().clone() for k, v in self.model.state_dict().items()},
-            "reference": {k: v.detach().clone() for k, v in self.reference.state_dict().items()},
+            "policy": snap(self.model),
+            "reference": snap(self.reference),
+            "critics": {name: snap(trunk) for name, trunk in self.critics.items()},
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["policy"])
         self.reference.load_state_dict(state["reference"])
+        for name, trunk in state.get("critics", {}).items():
+            if name not in self.critics:
+                self.add_critic(name)
+            self.critics[name].load_state_dict(trunk)
 
     def save(self, folder: str) -> None:
         self.model.save_pretrained(folder, safe_serialization=True)
@@ -81,12 +102,40 @@ class LoraWeights:
         self.adapter = adapter
         self.forks = 0
         self.swapped = False  # the base weights hold a folded adapter (checkpoints keep them)
+        self.critics: list[str] = []  # adapter names of the critic trunks
+
+    def _activate(self, name: str) -> None:
+        # set_adapter makes only ``name`` trainable; a PPO closure runs the policy and then the
+        # critics, and the policy's graph needs its adapter to keep requires_grad.
+        self.model.set_adapter(name)
+        for adapter in (self.adapter, *self.critics):
+            for p in self._adapter_params(adapter):
+                p.requires_grad_(True)
+
+    def add_critic(self, name: str) -> list[nn.Parameter]:
+        """A critic trunk: a fresh adapter (B = 0) on the shared base, so the critic starts
+        from the reference model's features."""
+        adapter = f"{self.adapter}_critic_{name}"
+        self.model.add_adapter(adapter, self.model.peft_config[self.adapter])
+        self.critics.append(adapter)
+        return self._adapter_params(adapter)
+
+    @contextmanager
+    def critic_model(self, name: str) -> Iterator[nn.Module]:
+        self._activate(f"{self.adapter}_critic_{name}")
+        yield self.model
+
+    def _adapter_params(self, adapter: str) -> list[nn.Parameter]:
+        params = []
+        for layer in self.model.modules():
+            if hasattr(layer, "lora_B") and adapter in layer.lora_B:
+                params.extend(layer.lora_A[adapter].parameters())
+                params.extend(layer.lora_B[adapter].parameters())
+        return params
 
     @contextmanager
     def policy_model(self) -> Iterator[nn.Module]:
-        # set_adapter also makes this adapter (and only it) trainable; adding a fork's adapter
-        # may have changed that.
-        self.model.set_adapter(self.adapter)
+        self._activate(self.adapter)
         yield self.model
 
     @contextmanager
@@ -102,12 +151,9 @@ class LoraWeights:
         ]
 
     def trainable(self) -> list[nn.Parameter]:
-        params = []
-        for layer in self._lora_layers():
-            for part in (layer.lora_A[self.adapter], layer.lora_B[self.adapter]):
-                for p in part.parameters():
-                    p.requires_grad_(True)
-                    params.append(p)
+        params = self._adapter_params(self.adapter)
+        for p in params:
+            p.requires_grad_(True)
         return params
 
     def fork(self) -> LoraWeights:
@@ -119,33 +165,54 @@ class LoraWeights:
 
     @torch.no_grad()
     def swap_reference(self) -> None:
-        if len(self.model.peft_config) > 1:
+        if len(self.model.peft_config) > 1 + len(self.critics):
             raise RuntimeError("cannot swap the reference of a base model shared by forks")
+        if self.critics:
+            raise RuntimeError("cannot swap the reference under critics that share the base")
         for layer in self._lora_layers():
             layer.base_layer.weight += layer.get_delta_weight(self.adapter)
             layer.lora_B[self.adapter].weight.zero_()
         self.swapped = True
 
-    def state_dict(self) -> dict[str, Any]:
-        adapter = {}
-        base = {}
+    def _adapter_state(self, adapter: str) -> dict[str, Any]:
+        out = {}
         for name, layer in self.model.named_modules():
-            if hasattr(layer, "lora_B") and self.adapter in layer.lora_B:
-                adapter[f"{name}.A"] = layer.lora_A[self.adapter].weight.detach().clone()
-                adapter[f"{name}.B"] = layer.lora_B[self.adapter].weight.detach().clone()
-                if self.swapped:
+            if hasattr(layer, "lora_B") and adapter in layer.lora_B:
+                out[f"{name}.A"] = layer.lora_A[adapter].weight.detach().clone()
+                out[f"{name}.B"] = layer.lora_B[adapter].weight.detach().clone()
+        return out
+
+    @torch.no_grad()
+    def _load_adapter(self, adapter: str, state: dict[str, Any]) -> None:
+        for name, layer in self.model.named_modules():
+            if hasattr(layer, "lora_B") and adapter in layer.lora_B:
+                layer.lora_A[adapter].weight.copy_(state[f"{name}.A"])
+                layer.lora_B[adapter].weight.copy_(state[f"{name}.B"])
+
+    def state_dict(self) -> dict[str, Any]:
+        base = {}
+        if self.swapped:
+            for name, layer in self.model.named_modules():
+                if hasattr(layer, "lora_B") and self.adapter in layer.lora_B:
                     base[name] = layer.base_layer.weight.detach().clone()
-        return {"adapter": adapter, "base": base}
+        return {
+            "adapter": self._adapter_state(self.adapter),
+            "base": base,
+            "critics": {a: self._adapter_state(a) for a in self.critics},
+        }
 
     @torch.no_grad()
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._load_adapter(self.adapter, state["adapter"])
         for name, layer in self.model.named_modules():
-            if hasattr(layer, "lora_B") and self.adapter in layer.lora_B:
-                layer.lora_A[self.adapter].weight.copy_(state["adapter"][f"{name}.A"])
-                layer.lora_B[self.adapter].weight.copy_(state["adapter"][f"{name}.B"])
-                if name in state["base"]:
-                    layer.base_layer.weight.copy_(state["base"][name])
+            if hasattr(layer, "lora_B") and name in state["base"]:
+                layer.base_layer.weight.copy_(state["base"][name])
         self.swapped = self.swapped or bool(state["base"])
+        prefix = f"{self.adapter}_critic_"
+        for adapter, tensors in state.get("critics", {}).items():
+            if adapter not in self.critics:
+                self.add_critic(adapter[len(prefix) :])
+            self._load_adapter(adapter, tensors)
 
     def save(self, folder: str) -> None:
         self.model.save_pretrained(folder, selected_adapters=[self.adapter])

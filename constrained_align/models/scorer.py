@@ -9,6 +9,7 @@ caller's order.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -155,6 +156,7 @@ class SequenceScorer:
         self.scorers = {"reward": reward, "cost": cost}
         self.cache = cache
         self._fingerprints: dict[str, str] = {}
+        self.seconds = 0.0  # time spent scoring (cache hits excluded)
 
     def fingerprint(self, kind: str) -> str:
         """Content hash of a score model's weights (computed once)."""
@@ -168,7 +170,9 @@ class SequenceScorer:
         key = content_key("scores", self.fingerprint(kind), *texts) if self.cache else None
         stored = self.cache.get(key) if key else None
         if stored is None:
+            started = time.perf_counter()
             stored = self.scorers[kind].score(*texts, desc=f"scoring {kind}")
+            self.seconds += time.perf_counter() - started
             if key:
                 self.cache.put(key, stored)
         return stored.double()

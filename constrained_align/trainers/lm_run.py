@@ -27,6 +27,7 @@ from constrained_align.config import ConfigError, RunConfig, dump_yaml, to_dict
 from constrained_align.models.scorer import SequenceScorer
 from constrained_align.trainers.checkpoint import (
     Checkpointer,
+    all_backends,
     latest_checkpoint,
     load_checkpoint,
     set_rng_state,
@@ -88,6 +89,7 @@ class RunLog:
         self.config = config
         self.records: list[dict[str, Any]] = []
         self.written = 0  # records already in metrics.jsonl
+        self.last_totals: dict[str, float] = {}
         self.replay: list[dict[str, Any]] = []
         self.replay_state: dict[str, Any] | None = None
         o = config.output
@@ -114,9 +116,25 @@ class RunLog:
             record["kl"] = estimate_kl(self.backend, self.kl_prompts, seed)
         if self.ctx.primal_dual is not None and "dual/lambda" not in record:
             record["dual/lambda"] = self.ctx.primal_dual.lam()
+        record.update(self._timings())
         self.records.append(record)
         self.bar.set_postfix_str(_postfix(record), refresh=False)
         self.checkpoints.maybe_save(self.records, self.ctx.primal_dual)
+
+    def _timings(self) -> dict[str, float]:
+        """Seconds generating, scoring and in optimizer steps since the previous record, and
+        generated tokens per second of generation (the policy and its forks together)."""
+        totals = {"generation": 0.0, "training": 0.0, "generated_tokens": 0.0}
+        for backend in all_backends(self.backend):
+            for key in totals:
+                totals[key] += backend.timers[key]
+        totals["scoring"] = getattr(self.ctx.scorer, "seconds", 0.0)
+        delta = {k: v - self.last_totals.get(k, 0.0) for k, v in totals.items()}
+        self.last_totals = totals
+        out = {f"time/{k}": delta[k] for k in ("generation", "scoring", "training")}
+        if delta["generation"] > 0:
+            out["tokens/s"] = delta["generated_tokens"] / delta["generation"]
+        return out
 
     def _write_pending(self) -> None:
         written = self.written
@@ -135,6 +153,7 @@ class RunLog:
         assert state is not None
         set_rng_state(state["rng"])
         self.written = len(self.records) - 1  # the last saved record was not written yet
+        self._timings()  # the next record's timings start here, not at the process start
         saved, pd = state["primal_dual"], self.ctx.primal_dual
         if saved is not None and pd is not None:
             lam = pd.lam()

@@ -93,7 +93,7 @@ def nll(backend: CausalLMPolicy, seqs: LMSequences):
 
 
 def lp(backend: CausalLMPolicy, seqs: LMSequences, *, reference: bool = False) -> torch.Tensor:
-    """Detached ``(B, L)`` token log-probs."""
+    """Detached ``(B, T)`` token log-probs (response coordinates)."""
     return backend.logprobs(seqs, reference=reference).token.detach()
 
 
@@ -265,7 +265,7 @@ def test_greedy_kv_cache_decoding_agrees_with_the_full_forward() -> None:
             prev = logits[where - 1]
             assert row[where].tolist() == prev.argmax(-1).tolist()
             best = torch.log_softmax(prev, -1).max(-1).values
-            close(scored[i, where], best)
+            close(scored[i, : len(where)], best)  # response coordinates: column t = token t
     # the generated continuations really depend on the prompt (not a constant token stream)
     responses = seqs.input_ids[seqs.response_mask.bool()].view(6, 8)
     assert len({tuple(r) for r in responses.tolist()}) > 1
@@ -403,7 +403,7 @@ def test_lora_reference_is_the_base_model_and_is_cached(monkeypatch) -> None:
     def base_lp(s: LMSequences) -> torch.Tensor:
         with torch.no_grad():
             logits = base(input_ids=s.input_ids, attention_mask=s.attention_mask).logits
-        return naive_token_logprobs(logits, s.input_ids, s.response_mask)
+        return s.to_response(naive_token_logprobs(logits, s.input_ids, s.response_mask))
 
     ref0 = backend.logprobs(seqs, reference=True)
     assert torch.equal(lp(backend, seqs), ref0.token)
@@ -666,11 +666,58 @@ def test_lora_reference_fingerprint_depends_only_on_the_base() -> None:
     assert a.reference_fingerprint() == b.reference_fingerprint()
 
 
-def test_values_is_not_implemented() -> None:
-    """The LM backend has no critics; asking for values says who brings them."""
-    backend = policy("full")
-    with pytest.raises(NotImplementedError, match="no value heads"):
-        backend.values(seqs_for(backend), "reward")
+def test_critics_start_at_zero_share_the_base_and_train() -> None:
+    """A critic is made on first use: under LoRA an extra adapter on the shared base (the
+    policy's log-probs do not move when it trains), with a zero-initialised head, so V = 0 at
+    first on every response token and 0 off the response. One step on a value regression
+    moves V towards its target, and a combined policy + critic loss updates both (the policy's
+    graph keeps its adapter trainable while the critic's adapter is active)."""
+    backend = policy("lora")
+    seqs = seqs_for(backend)
+    values = backend.values(seqs, "reward")
+    _, keep = seqs.response_index()
+    assert values.shape == keep.shape and torch.equal(values, torch.zeros_like(values))
+    assert "default_critic_reward" in backend.weights.model.peft_config
+    before = lp(backend, seqs)
+    target = torch.full_like(values, 2.0)
+
+    def value_loss() -> torch.Tensor:
+        v = backend.values(seqs, "reward")
+        return ((v - target) ** 2 * keep).sum() / keep.sum()
+
+    first = backend.step(value_loss)
+    assert value_loss().item() < first
+    assert torch.equal(lp(backend, seqs), before)  # the policy adapter did not move
+
+    def both() -> torch.Tensor:
+        return value_loss() - backend.logprobs(seqs).sequence.mean()
+
+    backend.step(both)
+    assert moved(lp(backend, seqs), before)
+
+
+def test_critic_state_round_trips() -> None:
+    """Critic adapters and value heads are in the backend state: a fresh backend that loads
+    it gives the same values bit for bit."""
+    a = policy("lora")
+    seqs = seqs_for(a)
+    target = torch.ones(len(seqs), seqs.response_index()[1].shape[1])
+    for _ in range(2):
+        a.step(lambda: ((a.values(seqs, "cost") - target) ** 2).mean())
+    state = torch.load(io_roundtrip(a.state_dict()), weights_only=False)
+    b = policy("lora")
+    b.load_state_dict(state)
+    with torch.no_grad():
+        assert torch.equal(a.values(seqs, "cost"), b.values(seqs, "cost"))
+
+
+def io_roundtrip(obj: object):
+    import io
+
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    buffer.seek(0)
+    return buffer
 
 
 def test_builders_are_deterministic() -> None:
