@@ -15,11 +15,12 @@ from typing import Literal
 from constrained_align.algorithms.common import (
     make_primal_dual,
     one_shot_lambda,
+    rows_with,
     train_dpo,
 )
 from constrained_align.algorithms.offline_config import OfflineConfig
 from constrained_align.algorithms.registry import Paper, RunContext, RunResult, register
-from constrained_align.config import DualConfig, param
+from constrained_align.config import ConfigError, DualConfig, param
 
 
 @dataclass
@@ -61,6 +62,10 @@ def train(config: SACPOConfig, ctx: RunContext) -> RunResult:
         raise ValueError("sacpo needs λ > 0: stage 2 uses the KL weight β/λ")
     history: list[dict[str, float]] = []
     helpful = [b.with_extra(label=b.better_id) for b in ctx.task.pair_batches(0)]
+    harmless = [b.with_extra(label=b.safer_id) for b in ctx.task.pair_batches(0)]
+    for name, batches in (("helpfulness", helpful), ("safety", harmless)):
+        if not rows_with(batches, "label"):  # checked up front, not after stage 1
+            raise ConfigError(f"sacpo needs pairs with a {name} order; the data has none")
     train_dpo(
         ctx,
         helpful,
@@ -70,7 +75,6 @@ def train(config: SACPOConfig, ctx: RunContext) -> RunResult:
         stage="stage 1 (reward)",
     )
     ctx.backend.set_reference_to_policy()
-    harmless = [b.with_extra(label=b.safer_id) for b in ctx.task.pair_batches(0)]
     train_dpo(
         ctx,
         harmless,

@@ -24,7 +24,7 @@ from constrained_align.algorithms.common import (
 )
 from constrained_align.algorithms.offline_config import OfflineConfig
 from constrained_align.algorithms.registry import Paper, RunContext, RunResult, register
-from constrained_align.config import param
+from constrained_align.config import ConfigError, param
 from constrained_align.losses import safe_dpo_loss
 from constrained_align.types import PairBatch
 
@@ -48,7 +48,7 @@ def labelled_pairs(ctx: RunContext, missing_labels: str) -> list[PairBatch]:
         batches = fill_labels_from_scores(ctx, batches)
     batches = rows_with(batches, "better_id", "safe_0", "safe_1")
     if not batches:
-        raise ValueError(
+        raise ConfigError(
             "no pair has a helpfulness label and safety labels on both responses; "
             "set missing_labels: score to fill them from the reward and cost models"
         )

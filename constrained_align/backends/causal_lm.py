@@ -47,6 +47,33 @@ from constrained_align.types import LogProbs, Samples
 from constrained_align.utils.cache import DiskCache, content_key
 
 
+def end_of_turn_ids(tokenizer: Any, model: Any) -> list[int]:
+    """Tokens that end a response: the tokenizer's EOS and the generation config's EOS list."""
+    ids = [int(tokenizer.eos_token_id)]
+    generation = getattr(model, "generation_config", None)
+    extra = getattr(generation, "eos_token_id", None) if generation is not None else None
+    for token in [extra] if isinstance(extra, int) else extra or []:
+        if int(token) not in ids:
+            ids.append(int(token))
+    return ids
+
+
+# Config fields of models whose forward post-processes the LM head's logits. The chunked
+# log-probs read the head directly, so such models would be scored with the wrong logits.
+LOGIT_POSTPROCESSING = {"logits_scaling": 1.0, "logit_scale": 1.0, "final_logit_softcapping": None}
+
+
+def check_plain_logits(config: Any) -> None:
+    """Refuse models whose logits are scaled or soft-capped after the LM head."""
+    for name, neutral in LOGIT_POSTPROCESSING.items():
+        value = getattr(config, name, neutral)
+        if value is not None and value != neutral:
+            raise ValueError(
+                f"{type(config).__name__} has {name} = {value}: its logits are post-processed "
+                "after the LM head, which the chunked log-probs do not reproduce"
+            )
+
+
 class CausalLMPolicy:
     """A causal LM as a :class:`~constrained_align.types.PolicyBackend`.
 
@@ -74,6 +101,7 @@ class CausalLMPolicy:
     ) -> None:
         if tokenizer.eos_token_id is None:
             raise ValueError("the tokenizer has no EOS token; responses could never end")
+        check_plain_logits(weights.model.config)
         lengths = settings or LMSettings()
         if lengths.max_prompt_tokens < 1 or lengths.max_response_tokens < 1:
             raise ValueError("max_prompt_tokens and max_response_tokens must be at least 1")
@@ -95,6 +123,7 @@ class CausalLMPolicy:
         self.optimizer = self._make_optimizer()
         # Seconds spent generating and in optimizer steps, and tokens generated (for metrics).
         self.timers = {"generation": 0.0, "training": 0.0, "generated_tokens": 0.0}
+        self.eos_ids = end_of_turn_ids(tokenizer, weights.model)
         self.replay_until = 0
         self._resume_state: dict[str, Any] | None = None
         self._pending: dict[str, dict[str, Any]] = {}
@@ -133,6 +162,15 @@ class CausalLMPolicy:
                 self._reference_fp = content_key(*(state[k] for k in sorted(state)))
         return self._reference_fp
 
+    def tokenizer_fingerprint(self) -> str:
+        """Content hash of the tokenizer (vocabulary and rules), chat template and EOS."""
+        if getattr(self, "_tokenizer_fp", None) is None:
+            tok = self.tokenizer
+            backend = getattr(tok, "backend_tokenizer", None)
+            rules = backend.to_str() if backend is not None else sorted(tok.get_vocab().items())
+            self._tokenizer_fp = content_key(rules, tok.chat_template, self.eos_ids)
+        return self._tokenizer_fp
+
     def policy_fingerprint(self) -> str:
         """Identity of the current policy weights for the sample cache.
 
@@ -159,7 +197,11 @@ class CausalLMPolicy:
         for prompt, context, response in zip(batch.prompts, batch.contexts, responses):
             text, p_ids = self._prompt_ids(prompt, context)
             r_ids = self.tokenizer(reply_text(text, response), add_special_tokens=False)
-            r_ids = [*r_ids["input_ids"][: self.settings.max_response_tokens - 1], eos]
+            r_ids = r_ids["input_ids"]
+            if len(r_ids) < self.settings.max_response_tokens:
+                r_ids = [*r_ids, eos]
+            else:  # truncated: no EOS, or the policy would learn to stop mid-sentence
+                r_ids = r_ids[: self.settings.max_response_tokens]
             rows.append(p_ids + r_ids)
             starts.append(len(p_ids))
         return self._sequences(rows, starts, batch, list(responses))
@@ -193,7 +235,14 @@ class CausalLMPolicy:
         )
         model_fp = self.reference_fingerprint() if reference else self.policy_fingerprint()
         key = content_key(
-            "samples", model_fp, expanded.prompts, expanded.contexts, self.settings.sampling, seed
+            "samples",
+            model_fp,
+            self.tokenizer_fingerprint(),
+            self.settings.max_prompt_tokens,
+            expanded.prompts,
+            expanded.contexts,
+            self.settings.sampling,
+            seed,
         )
         stored = self.cache.get(key) if self.cache is not None else None
         if stored is None:
@@ -223,7 +272,7 @@ class CausalLMPolicy:
     def _generate(self, batch: PromptBatch, *, reference: bool, seed: int) -> dict[str, Any]:
         generator = torch.Generator().manual_seed(seed)
         rows, starts, texts = [], [], []
-        eos = [int(self.tokenizer.eos_token_id)]
+        eos = self.eos_ids
         size = self.settings.inference_batch_size
         context = self.weights.reference_model if reference else self.weights.policy_model
         with context() as model:
@@ -289,14 +338,15 @@ class CausalLMPolicy:
             if key not in self._ref_cache:
                 with self.weights.reference_model() as model:
                     full = self._batched_no_grad(model, sequences)
-                self._ref_cache[key] = LogProbs(token=sequences.to_response(full), mask=mask)
+                token = sequences.to_response(full).cpu()
+                self._ref_cache[key] = LogProbs(token=token, mask=mask.cpu())
             return self._ref_cache[key]
         with self.weights.policy_model() as model:
             if torch.is_grad_enabled():
                 full = self._forward(model, sequences)
             else:
                 full = self._batched_no_grad(model, sequences)
-        return LogProbs(token=sequences.to_response(full), mask=mask)
+        return LogProbs(token=sequences.to_response(full).cpu(), mask=mask.cpu())
 
     @torch.no_grad()
     def _batched_no_grad(self, model: torch.nn.Module, seqs: LMSequences) -> Tensor:
@@ -316,7 +366,7 @@ class CausalLMPolicy:
         the optimizer at ``critic_lr``."""
         if head not in self.critics.heads:
             self.optimizer.add_param_group(self._critic_group(head))
-        return sequences.to_response(self.critics.values(sequences, head))
+        return sequences.to_response(self.critics.values(sequences, head)).cpu()
 
     # ---- training ---------------------------------------------------------------------------
 
@@ -359,6 +409,7 @@ class CausalLMPolicy:
         )
         child.run_tag = self.run_tag
         child._reference_fp = self._reference_fp
+        child.on_step = self.on_step
         child.arm_resume(self._pending)
         self.forks.append(child)
         return child

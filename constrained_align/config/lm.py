@@ -39,6 +39,7 @@ class PolicyConfig:
     attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2"] = param(
         "auto", "auto = flash_attention_2 when flash-attn and CUDA are present, else sdpa"
     )
+    device: str = param("auto", "auto = cuda when available, else cpu; or a torch device name")
     lora: bool = param(True, "train a LoRA adapter (reference = adapters off) or every weight")
     lora_r: int = param(8, "LoRA rank")
     lora_alpha: int = param(16, "LoRA α (scale α/r)")

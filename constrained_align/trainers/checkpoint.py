@@ -79,6 +79,7 @@ class Checkpointer:
             "backends": {b.name: b.state_dict() for b in all_backends(self.root)},
             "primal_dual": primal_dual.state_dict() if primal_dual is not None else None,
             "rng": rng_state(),
+            "run_tag": self.root.run_tag,
         }
         target.mkdir(parents=True, exist_ok=True)
         if primal_dual is not None:

@@ -36,6 +36,7 @@ from constrained_align.trainers.lm_setup import (
     build_policy,
     build_scorer,
     build_task,
+    check_lm_config,
     load_prompt_batch,
 )
 from constrained_align.utils import json_safe, write_json, write_text
@@ -182,38 +183,76 @@ def _postfix(record: dict[str, Any]) -> str:
     return " ".join(str(p) for p in parts)
 
 
-def _prepare_output(out: Path, resume: bool) -> dict[str, Any] | None:
-    """Check the folder; on resume return the latest checkpoint's state (and trim the log)."""
+def _prepare_output(out: Path, resume: bool, config: RunConfig) -> dict[str, Any] | None:
+    """Check the folder; on resume return the latest checkpoint's state.
+
+    A folder whose run stopped before its first record (an empty log, no checkpoint) counts
+    as empty, so a failed start does not lock the folder.
+    """
     metrics = out / "metrics.jsonl"
-    if not resume:
-        if metrics.exists():
-            raise ConfigError(f"{out} already holds a run; pass --resume or another --output-dir")
-        out.mkdir(parents=True, exist_ok=True)
-        metrics.write_text("")
-        return None
     found = latest_checkpoint(out / "checkpoints")
+    if not resume:
+        if metrics.exists() and (metrics.stat().st_size > 0 or found is not None):
+            raise ConfigError(f"{out} already holds a run; pass --resume or another --output-dir")
+        return None
     if found is None:
         raise ConfigError(f"--resume: no complete checkpoint under {out / 'checkpoints'}")
-    state = load_checkpoint(found)
-    # The checkpoint's last record is written only when the next one arrives.
+    if not config.output.disk_cache:
+        raise ConfigError("--resume replays the run from its sample cache: disk_cache is off")
+    return load_checkpoint(found)
+
+
+def _start_log(out: Path, state: dict[str, Any] | None, run_tag: str) -> None:
+    """Fresh: an empty metrics.jsonl. Resume: the same run (else an error), log trimmed to the
+    checkpoint (its last record is written only when the next one arrives)."""
+    metrics = out / "metrics.jsonl"
+    out.mkdir(parents=True, exist_ok=True)
+    if state is None:
+        write_text(metrics, "")
+        return
+    if state.get("run_tag") != run_tag:
+        raise ConfigError(
+            f"--resume: {out} was trained with other settings, data, models or library version "
+            "than these; resume with the run's own config.yaml, or start a new --output-dir"
+        )
     kept = metrics.read_text().splitlines()[: len(state["records"]) - 1]
     write_text(metrics, "".join(line + "\n" for line in kept))
-    return state
+
+
+def run_tag(config: RunConfig, backend: CausalLMPolicy, scorer: SequenceScorer, task: Any) -> str:
+    """Identity of a run's inputs: settings, reference weights, tokenizer, score models, pairs,
+    prompts and the library version. Policy samples are cached under it (with the step count),
+    so two runs share them only when everything that determines them is the same."""
+    from constrained_align import __version__
+
+    settings = {k: v for k, v in to_dict(config).items() if k != "output"}
+    return content_key(
+        settings,
+        backend.reference_fingerprint(),
+        backend.tokenizer_fingerprint(),
+        scorer.fingerprint("reward"),
+        scorer.fingerprint("cost"),
+        task.rows,
+        task.all_prompts.prompts,
+        task.all_prompts.contexts,
+        __version__,
+    )
 
 
 def train_lm(config: RunConfig, output_dir: str | Path, *, resume: bool = False) -> dict[str, Any]:
     """Train ``config.algorithm`` on a causal LM and write the run folder; returns the summary."""
+    check_lm_config(config)
     out = Path(output_dir)
-    state = _prepare_output(out, resume)
-    write_text(out / "config.yaml", dump_yaml(config, with_docs=False))
+    state = _prepare_output(out, resume, config)
     cache_dir = Path(config.output.cache_dir) if config.output.cache_dir else out / "cache"
     cache = DiskCache(cache_dir) if config.output.disk_cache else None
     started = time.perf_counter()
     backend = build_policy(config, cache)
     scorer = build_scorer(config, cache, progress=config.output.progress)
     task = build_task(config, backend)
-    settings = {k: v for k, v in to_dict(config).items() if k != "output"}
-    backend.run_tag = content_key(settings, backend.reference_fingerprint(), task.rows)
+    backend.run_tag = run_tag(config, backend, scorer, task)
+    _start_log(out, state, backend.run_tag)
+    write_text(out / "config.yaml", dump_yaml(config, with_docs=False))
     ctx = RunContext(backend=backend, scorer=scorer, task=task, seed=config.seed)
     log = RunLog(out, backend, ctx, config)
     ctx.log = log

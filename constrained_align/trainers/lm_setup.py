@@ -16,6 +16,7 @@ from constrained_align.backends.weights import FullWeights, LoraWeights
 from constrained_align.config import ConfigError, RunConfig
 from constrained_align.data import load_default, load_default_prompts, load_file
 from constrained_align.data.prompts import load_prompts
+from constrained_align.models.backbones import BackboneNotFoundError
 from constrained_align.models.policy import load_causal_lm
 from constrained_align.models.score_model import ScoreModel
 from constrained_align.models.scorer import SequenceScorer, TextScorer
@@ -83,12 +84,50 @@ def build_scorer(config: RunConfig, cache: DiskCache | None, *, progress: bool) 
     )
 
 
+POSITIVE = (
+    "task.samples_per_prompt",
+    "task.reference_samples",
+    "task.prompts_per_step",
+    "model.max_prompt_tokens",
+    "model.max_response_tokens",
+    "model.chunk_size",
+    "model.inference_batch_size",
+    "model.lora_r",
+    "generation.max_new_tokens",
+    "data.pair_batch_size",
+    "scorers.scorer_batch_size",
+)
+OPTIONAL_POSITIVE = ("data.max_pairs", "data.max_prompts")
+
+
+def check_lm_config(config: RunConfig) -> None:
+    """Sizes that must be at least 1, checked before anything loads (one clear error)."""
+    for path in POSITIVE + OPTIONAL_POSITIVE:
+        section, name = path.split(".")
+        value = getattr(getattr(config, section), name)
+        if (value is not None or path in POSITIVE) and (value is None or value < 1):
+            raise ConfigError(f"{path} must be at least 1, got {value}")
+
+
+def resolve_device(requested: str) -> str:
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return requested
+
+
 def build_policy(config: RunConfig, cache: DiskCache | None) -> CausalLMPolicy:
     """The policy backend: model (LoRA or full), tokenizer, lengths, sampling, optimizer."""
     m, g = config.model, config.generation
-    model, tokenizer = load_causal_lm(
-        m.policy, dtype=m.dtype, attn_implementation=m.attn_implementation, seed=config.seed
-    )
+    device = resolve_device(m.device)
+    # flash-attention needs the model on CUDA: on CPU "auto" means sdpa.
+    attn = "sdpa" if device == "cpu" and m.attn_implementation == "auto" else m.attn_implementation
+    try:
+        model, tokenizer = load_causal_lm(
+            m.policy, dtype=m.dtype, attn_implementation=attn, seed=config.seed
+        )
+    except OSError as err:
+        raise BackboneNotFoundError(f"model.policy: cannot load {m.policy!r}: {err}") from err
+    model.to(device)
     if m.lora:
         from peft import LoraConfig, get_peft_model
 
@@ -100,7 +139,10 @@ def build_policy(config: RunConfig, cache: DiskCache | None) -> CausalLMPolicy:
             task_type="CAUSAL_LM",
         )
         torch.manual_seed(config.seed)  # LoRA's A matrices draw from the global RNG
-        weights: LoraWeights | FullWeights = LoraWeights(get_peft_model(model, lora))
+        try:
+            weights: LoraWeights | FullWeights = LoraWeights(get_peft_model(model, lora))
+        except ValueError as err:  # e.g. no module matches lora_target_modules
+            raise ConfigError(f"model.lora_target_modules: {err}") from err
     else:
         weights = FullWeights(model)
     settings = LMSettings(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -60,8 +61,15 @@ class DiskCache:
         if not path.is_file():
             self.misses += 1
             return None
+        try:
+            value = torch.load(path, weights_only=True)
+        except (OSError, RuntimeError, EOFError, pickle.UnpicklingError):
+            # A damaged entry (a crash mid-write on a filesystem without atomic renames) is a
+            # miss, and is written again.
+            self.misses += 1
+            return None
         self.hits += 1
-        return torch.load(path, weights_only=True)
+        return value
 
     def put(self, key: str, value: Any) -> None:
         """Store ``value`` atomically."""

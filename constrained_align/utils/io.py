@@ -28,6 +28,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
+        with open(tmp, "rb") as f:  # on disk before the rename: a crash leaves old or new
+            os.fsync(f.fileno())
         # mkstemp creates the file private (0600); give it the permissions open() would have.
         os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)

@@ -352,18 +352,18 @@ def test_responses_end_at_eos_and_the_mask_stops_there() -> None:
 
 
 def test_encode_truncates_prompt_start_and_response_end() -> None:
-    """Prompt truncation keeps the prompt's end; response truncation keeps its start, then EOS.
+    """Prompt truncation keeps the prompt's end; response truncation keeps its start.
 
     The tokenizer is one token per byte. ``max_prompt_tokens = 5``: "User: hello\\nAssistant:"
     keeps "tant:". ``max_response_tokens = 4``: the reply " world" (the template's space is
-    added) keeps " wo" + EOS; " k" fits whole: " k" + EOS. Rows are right-padded with ``<pad>``;
-    the response mask is 1 on exactly the response tokens (EOS included).
+    added) keeps " wor" and gets no EOS (it did not end there); " k" fits whole: " k" + EOS.
+    Rows are right-padded with ``<pad>``; the response mask is 1 on exactly the response tokens.
     """
     backend = policy()
     backend.settings = LMSettings(max_prompt_tokens=5, max_response_tokens=4)
     batch = PromptBatch(["hello", "hi"], [[], []])
     seqs = backend.encode(batch, ["world", "k"])
-    assert TOK.decode(seqs.input_ids[0]) == "tant: wo<eos>"
+    assert TOK.decode(seqs.input_ids[0]) == "tant: wor"
     assert TOK.decode(seqs.input_ids[1]) == "tant: k<eos><pad>"
     assert seqs.attention_mask.tolist() == [[1] * 9, [1] * 8 + [0]]
     assert seqs.response_mask.tolist() == [[0] * 5 + [1] * 4, [0] * 5 + [1] * 3 + [0]]
@@ -726,3 +726,41 @@ def test_builders_are_deterministic() -> None:
     a, b = policy("lora"), policy("lora")
     seqs = seqs_for(a)
     assert torch.equal(lp(a, seqs), lp(b, seqs))
+
+
+def test_sample_cache_key_covers_prompt_truncation(tmp_path) -> None:
+    """Samples drawn with a 48-token prompt window are not served to a backend that keeps 8."""
+    cache = DiskCache(tmp_path)
+    wide = policy()
+    wide.cache = cache
+    wide.sample(PROMPTS, 1, reference=True, seed=0)
+    narrow = CausalLMPolicy(
+        wide.weights,
+        TOK,
+        settings=LMSettings(max_prompt_tokens=8, sampling=wide.settings.sampling),
+        cache=cache,
+    )
+    hits = cache.hits
+    seqs = narrow.sample(PROMPTS, 1, reference=True, seed=0).sequences
+    assert cache.hits == hits
+    assert int((seqs.attention_mask - seqs.response_mask).sum(-1).max()) <= 8
+
+
+def test_truncated_dataset_responses_get_no_eos() -> None:
+    """A response cut at max_response_tokens ends without EOS (it did not end there); a short
+    one ends with EOS."""
+    backend = CausalLMPolicy(
+        FullWeights(tiny_causal_lm(0)), TOK, settings=LMSettings(max_response_tokens=4)
+    )
+    seqs = backend.encode(PROMPTS, ["a much longer reply than four tokens", "ok", "z"])
+    for i, cut in enumerate((True, False, False)):
+        response = seqs.input_ids[i][seqs.response_mask[i].bool()].tolist()
+        assert (response[-1] == EOS) is not cut
+        assert len(response) <= 4
+
+
+def test_models_with_post_processed_logits_are_refused() -> None:
+    model = tiny_causal_lm(0)
+    model.config.logits_scaling = 8.0  # Granite-style scaling after the LM head
+    with pytest.raises(ValueError, match="logits_scaling"):
+        CausalLMPolicy(FullWeights(model), TOK)

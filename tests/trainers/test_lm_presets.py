@@ -30,6 +30,13 @@ def read_metrics(folder: Path) -> list[dict]:
     return [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
 
 
+def untimed(records: list[dict]) -> list[dict]:
+    """Records without the wall-clock fields (``time/*``, ``tokens/s``), which never repeat."""
+    return [
+        {k: v for k, v in r.items() if not k.startswith(("time/", "tokens/s"))} for r in records
+    ]
+
+
 def adapter(folder: Path) -> dict[str, torch.Tensor]:
     return load_file(folder / "final" / "adapter_model.safetensors")
 
@@ -95,7 +102,7 @@ def test_resume_is_bit_identical(key, overrides, stop_after, tmp_path, monkeypat
     assert len(read_metrics(resumed)) == stop_after - 1  # the last record is written later
     args = ["train", f"{key}:tiny", *sets, "--output-dir", str(resumed), "--quiet", "--resume"]
     assert main(args) == 0
-    assert read_metrics(resumed) == read_metrics(straight)
+    assert untimed(read_metrics(resumed)) == untimed(read_metrics(straight))
     a, b = adapter(straight), adapter(resumed)
     assert a.keys() == b.keys()
     for name in a:
@@ -115,7 +122,7 @@ def test_rerun_reuses_cached_samples_and_scores(tmp_path):
     second = json.loads((tmp_path / "second" / "summary.json").read_text())["cache"]
     assert first["misses"] > 0
     assert second == {"hits": first["hits"] + first["misses"], "misses": 0}
-    assert read_metrics(tmp_path / "first") == read_metrics(tmp_path / "second")
+    assert untimed(read_metrics(tmp_path / "first")) == untimed(read_metrics(tmp_path / "second"))
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):
@@ -158,3 +165,40 @@ def test_full_fine_tuning_saves_safetensors(tmp_path):
     initial = tiny_causal_lm(0).state_dict()  # the preset's seed-0 weights
     assert trained.keys() == initial.keys()
     assert any(not torch.equal(trained[k], initial[k]) for k in initial)
+
+
+def test_resume_refuses_other_settings_and_a_missing_cache(tmp_path, capsys):
+    """A checkpoint resumes only the run that wrote it: other settings are one clear error
+    (before config.yaml is touched), and so is a resume without the sample cache."""
+    out = tmp_path / "run"
+    assert main(["train", "dpo:tiny", "--output-dir", str(out), "--quiet"]) == 0
+    config = (out / "config.yaml").read_text()
+    args = ["train", "dpo:tiny", "--output-dir", str(out), "--quiet", "--resume"]
+    assert main([*args, "--set", "lr=0.5"]) == 2
+    assert "other settings" in capsys.readouterr().err
+    assert (out / "config.yaml").read_text() == config
+    assert main([*args, "--set", "disk_cache=false"]) == 2
+    assert "disk_cache is off" in capsys.readouterr().err
+
+
+def test_a_failed_start_does_not_lock_the_folder(tmp_path, capsys):
+    out = tmp_path / "run"
+    bad = ["train", "mocan:tiny", "--set", "cost_limit=-5", "--quiet", "--output-dir", str(out)]
+    assert main(bad) == 2  # fails in the dual, before any record
+    assert main(["train", "mocan:tiny", "--quiet", "--output-dir", str(out)]) == 0
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("pair_batch_size=0", "data.pair_batch_size must be at least 1"),
+        ("max_new_tokens=0", "generation.max_new_tokens must be at least 1"),
+        ("max_prompts=0", "data.max_prompts must be at least 1"),
+        ("policy=/no/such/model", "model.policy: cannot load"),
+        ("lora_target_modules=[nope]", "model.lora_target_modules"),
+    ],
+)
+def test_bad_lm_settings_are_one_line_errors(setting, message, tmp_path, capsys):
+    args = ["train", "dpo:tiny", "--set", setting, "--quiet", "--output-dir", str(tmp_path)]
+    assert main(args) == 2
+    assert message in capsys.readouterr().err

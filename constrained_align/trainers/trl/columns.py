@@ -75,12 +75,17 @@ _SOURCES: dict[str, str] = {
 Row = Mapping[str, Any]
 
 
+def _missing(value: Any) -> bool:
+    """None or a non-finite number (NaN-coded missing labels and scores)."""
+    return value is None or (isinstance(value, float) and not math.isfinite(value))
+
+
 def _as_float(value: Any) -> float:
-    return math.nan if value is None else float(value)
+    return math.nan if _missing(value) else float(value)
 
 
 def _as_unsafe(is_safe: Any) -> float:
-    return math.nan if is_safe is None else float(not is_safe)
+    return math.nan if _missing(is_safe) else float(not is_safe)
 
 
 _CONVERT: dict[str, Callable[[Any], float]] = {
@@ -121,7 +126,7 @@ def canonical_to_pair(
         ValueError: if a needed field is missing, or a multi-turn row meets a plain-text dataset.
     """
     better = row.get("better_response_id")
-    order = (1, 0) if better is None else (int(better), 1 - int(better))
+    order = (1, 0) if _missing(better) else (int(better), 1 - int(better))
     if conversational:
         prompt: Any = _messages(row["prompt"], row.get("context"))
     elif row.get("context"):
@@ -133,7 +138,7 @@ def canonical_to_pair(
         out[side] = _reply(row[f"response_{index}"], conversational)
         for name, template in _SOURCES.items():
             value = row.get(template.format(i=index))
-            if value is None and name in needs:
+            if _missing(value) and name in needs:
                 raise ValueError(
                     f"loss {loss_name!r} needs {template.format(i=index)!r} on every row; a row "
                     f"(prompt {str(row['prompt'])[:60]!r}) has none"
