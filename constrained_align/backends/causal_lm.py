@@ -31,47 +31,26 @@ import torch
 from torch import Tensor
 
 from constrained_align.backends.critics import Critics
+from constrained_align.backends.identity import (
+    check_plain_logits,
+    end_of_turn_ids,
+    tokenizer_fingerprint,
+    weights_fingerprint,
+)
 from constrained_align.backends.logprobs import token_logprobs
-from constrained_align.backends.sampling import sample_responses
+from constrained_align.backends.sampling import generate_batches
 from constrained_align.backends.sequences import (
     LMSequences,
     LMSettings,
     Messages,
     PromptBatch,
-    pad_rows,
+    make_sequences,
 )
 from constrained_align.backends.weights import FullWeights, LoraWeights
 from constrained_align.config import OptimConfig
 from constrained_align.data.chat import render_prompt, reply_text
 from constrained_align.types import LogProbs, Samples
 from constrained_align.utils.cache import DiskCache, content_key
-
-
-def end_of_turn_ids(tokenizer: Any, model: Any) -> list[int]:
-    """Tokens that end a response: the tokenizer's EOS and the generation config's EOS list."""
-    ids = [int(tokenizer.eos_token_id)]
-    generation = getattr(model, "generation_config", None)
-    extra = getattr(generation, "eos_token_id", None) if generation is not None else None
-    for token in [extra] if isinstance(extra, int) else extra or []:
-        if int(token) not in ids:
-            ids.append(int(token))
-    return ids
-
-
-# Config fields of models whose forward post-processes the LM head's logits. The chunked
-# log-probs read the head directly, so such models would be scored with the wrong logits.
-LOGIT_POSTPROCESSING = {"logits_scaling": 1.0, "logit_scale": 1.0, "final_logit_softcapping": None}
-
-
-def check_plain_logits(config: Any) -> None:
-    """Refuse models whose logits are scaled or soft-capped after the LM head."""
-    for name, neutral in LOGIT_POSTPROCESSING.items():
-        value = getattr(config, name, neutral)
-        if value is not None and value != neutral:
-            raise ValueError(
-                f"{type(config).__name__} has {name} = {value}: its logits are post-processed "
-                "after the LM head, which the chunked log-probs do not reproduce"
-            )
 
 
 class CausalLMPolicy:
@@ -102,9 +81,6 @@ class CausalLMPolicy:
         if tokenizer.eos_token_id is None:
             raise ValueError("the tokenizer has no EOS token; responses could never end")
         check_plain_logits(weights.model.config)
-        lengths = settings or LMSettings()
-        if lengths.max_prompt_tokens < 1 or lengths.max_response_tokens < 1:
-            raise ValueError("max_prompt_tokens and max_response_tokens must be at least 1")
         self.weights = weights
         self.tokenizer = tokenizer
         self.settings = settings or LMSettings()
@@ -156,19 +132,13 @@ class CausalLMPolicy:
     def reference_fingerprint(self) -> str:
         """Content hash of the reference weights (computed once; changes on a reference swap)."""
         if self._reference_fp is None:
-            with self.weights.reference_model() as model:
-                # Adapter tensors are off in the reference, so they are not part of it.
-                state = {k: v for k, v in model.state_dict().items() if "lora_" not in k}
-                self._reference_fp = content_key(*(state[k] for k in sorted(state)))
+            self._reference_fp = weights_fingerprint(self.weights)
         return self._reference_fp
 
     def tokenizer_fingerprint(self) -> str:
         """Content hash of the tokenizer (vocabulary and rules), chat template and EOS."""
         if getattr(self, "_tokenizer_fp", None) is None:
-            tok = self.tokenizer
-            backend = getattr(tok, "backend_tokenizer", None)
-            rules = backend.to_str() if backend is not None else sorted(tok.get_vocab().items())
-            self._tokenizer_fp = content_key(rules, tok.chat_template, self.eos_ids)
+            self._tokenizer_fp = tokenizer_fingerprint(self.tokenizer, self.eos_ids)
         return self._tokenizer_fp
 
     def policy_fingerprint(self) -> str:
@@ -209,12 +179,7 @@ class CausalLMPolicy:
     def _sequences(
         self, rows: list[list[int]], starts: list[int], batch: PromptBatch, texts: list[str]
     ) -> LMSequences:
-        ids = pad_rows(rows, self.pad_id)
-        lengths = torch.tensor([len(r) for r in rows])
-        position = torch.arange(ids.shape[1])
-        mask = (position < lengths[:, None]).long()
-        response = (position >= torch.tensor(starts)[:, None]).float() * mask
-        return LMSequences(ids, mask, response, batch.prompts, batch.contexts, texts)
+        return make_sequences(rows, starts, batch, texts, pad_id=self.pad_id)
 
     # ---- sampling ---------------------------------------------------------------------------
 
@@ -270,37 +235,21 @@ class CausalLMPolicy:
 
     @torch.no_grad()
     def _generate(self, batch: PromptBatch, *, reference: bool, seed: int) -> dict[str, Any]:
-        generator = torch.Generator().manual_seed(seed)
-        rows, starts, texts = [], [], []
-        eos = self.eos_ids
-        size = self.settings.inference_batch_size
+        prompt_ids = [self._prompt_ids(p, c)[1] for p, c in zip(batch.prompts, batch.contexts)]
         context = self.weights.reference_model if reference else self.weights.policy_model
         with context() as model:
-            for start in range(0, len(batch), size):
-                prompt_ids = [
-                    self._prompt_ids(p, c)[1]
-                    for p, c in zip(
-                        batch.prompts[start : start + size], batch.contexts[start : start + size]
-                    )
-                ]
-                ids = pad_rows(prompt_ids, self.pad_id, left=True).to(self.device)
-                lengths = torch.tensor([len(r) for r in prompt_ids])
-                mask = (torch.arange(ids.shape[1]) >= ids.shape[1] - lengths[:, None]).long()
-                out, live = sample_responses(
-                    model,
-                    ids,
-                    mask.to(self.device),
-                    settings=self.settings.sampling,
-                    eos_ids=eos,
-                    pad_id=self.pad_id,
-                    generator=generator,
-                )
-                for p_ids, r_ids, keep in zip(prompt_ids, out.cpu(), live.cpu().bool()):
-                    response = r_ids[keep].tolist()
-                    rows.append(p_ids + response)
-                    starts.append(len(p_ids))
-                    texts.append(self.tokenizer.decode(response, skip_special_tokens=True).strip())
-        seqs = self._sequences(rows, starts, batch, texts)
+            responses = generate_batches(
+                model,
+                prompt_ids,
+                settings=self.settings.sampling,
+                batch_size=self.settings.inference_batch_size,
+                eos_ids=self.eos_ids,
+                pad_id=self.pad_id,
+                generator=torch.Generator().manual_seed(seed),
+            )
+        texts = [self.tokenizer.decode(r, skip_special_tokens=True).strip() for r in responses]
+        rows = [p + r for p, r in zip(prompt_ids, responses)]
+        seqs = self._sequences(rows, [len(p) for p in prompt_ids], batch, texts)
         return {
             "input_ids": seqs.input_ids,
             "attention_mask": seqs.attention_mask,

@@ -103,3 +103,39 @@ def sample_responses(
         mask = torch.cat([mask, mask.new_ones(batch, 1)], dim=-1)
         positions = positions[:, -1:] + 1
     return torch.stack(tokens, dim=1), torch.stack(live, dim=1).float()
+
+
+def generate_batches(
+    model: torch.nn.Module,
+    prompt_ids: list[list[int]],
+    *,
+    settings: SamplingSettings,
+    batch_size: int,
+    eos_ids: list[int],
+    pad_id: int,
+    generator: torch.Generator,
+) -> list[list[int]]:
+    """One response (token ids, EOS included when drawn) per prompt, ``batch_size`` prompts
+    per left-padded batch, all draws from ``generator``."""
+    device = next(model.parameters()).device
+    responses: list[list[int]] = []
+    for start in range(0, len(prompt_ids), batch_size):
+        rows = prompt_ids[start : start + batch_size]
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, row in enumerate(rows):
+            ids[i, width - len(row) :] = torch.as_tensor(row, dtype=torch.long)
+            mask[i, width - len(row) :] = 1
+        out, live = sample_responses(
+            model,
+            ids.to(device),
+            mask.to(device),
+            settings=settings,
+            eos_ids=eos_ids,
+            pad_id=pad_id,
+            generator=generator,
+        )
+        for tokens, keep in zip(out.cpu(), live.cpu().bool()):
+            responses.append(tokens[keep].tolist())
+    return responses

@@ -85,6 +85,18 @@ class LMSequences:
         )
 
 
+def make_sequences(
+    rows: list[list[int]], starts: list[int], batch: PromptBatch, texts: list[str], *, pad_id: int
+) -> LMSequences:
+    """Right-padded sequences from ragged token rows whose responses start at ``starts``."""
+    ids = pad_rows(rows, pad_id)
+    lengths = torch.tensor([len(r) for r in rows])
+    position = torch.arange(ids.shape[1])
+    mask = (position < lengths[:, None]).long()
+    response = (position >= torch.tensor(starts)[:, None]).float() * mask
+    return LMSequences(ids, mask, response, batch.prompts, batch.contexts, texts)
+
+
 def pad_rows(rows: Sequence[Sequence[int]], pad: int, *, left: bool = False) -> Tensor:
     """``(B, L)`` long tensor of ragged rows padded with ``pad`` on the right (or left)."""
     length = max((len(r) for r in rows), default=0)
@@ -113,3 +125,7 @@ class LMSettings:
     chunk_size: int = 1024
     inference_batch_size: int = 16
     sampling: SamplingSettings = field(default_factory=SamplingSettings)
+
+    def __post_init__(self) -> None:
+        if self.max_prompt_tokens < 1 or self.max_response_tokens < 1:
+            raise ValueError("max_prompt_tokens and max_response_tokens must be at least 1")
