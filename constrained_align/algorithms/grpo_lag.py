@@ -23,6 +23,7 @@ from constrained_align.algorithms.online import (
     KLPlacement,
     OnlineConfig,
     ppo_update,
+    ptx_batch,
     rollout,
     rollout_metrics,
     safe_rlhf_dual,
@@ -100,7 +101,8 @@ def train(config: GRPOLagConfig, ctx: RunContext) -> RunResult:
         adv = lagrangian_advantages(a_r, a_c, lam).unsqueeze(-1) * mask
         beta_kl = config.beta / (1.0 + lam) if config.kl_placement == "reward" else config.beta
         kl_term = kl_loss_term(s, ro.kl, beta_kl)
-        metrics = ppo_update(ctx, ro, adv, {}, config, extra_loss=kl_term)
+        ptx = ptx_batch(ctx, config, step)
+        metrics = ppo_update(ctx, ro, adv, {}, config, extra_loss=kl_term, ptx=ptx)
         record = {"step": step, **rollout_metrics(ro), **metrics, **pd.metrics()}
         history.append(record)
         ctx.log(record)

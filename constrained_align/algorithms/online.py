@@ -13,9 +13,9 @@ import torch
 from torch import Tensor
 
 from constrained_align.algorithms.registry import RunContext
-from constrained_align.config import DualConfig, OptimConfig, param
+from constrained_align.config import ConfigError, DualConfig, OptimConfig, param
 from constrained_align.losses import clipped_value_loss, gae, ppo_clip_loss
-from constrained_align.types import Samples, weighted_mean
+from constrained_align.types import Samples, Sequences, weighted_mean
 
 
 @dataclass
@@ -30,6 +30,11 @@ class OnlineConfig:
     clip_range_value: float = param(5.0, "value clip around the rollout's values")
     gamma: float = param(1.0, "GAE discount (1.0, hard-coded in Safe RLHF)")
     gae_lambda: float = param(0.95, "GAE λ (0.95, hard-coded in Safe RLHF)")
+    ptx_coeff: float = param(
+        0.0,
+        "weight of the PTX term: mean token NLL of a batch of the task's supervised responses, "
+        "added to the actor loss each step (Safe RLHF's ptx_coeff); 0 = off",
+    )
     optim: OptimConfig = param(OptimConfig(), "optimizer of the policy and critics")
 
 
@@ -119,6 +124,25 @@ def advantages(
     return adv, returns, old_values
 
 
+def ptx_batch(ctx: RunContext, config: OnlineConfig, step: int) -> Sequences | None:
+    """This step's supervised sequences for the PTX term, or None when ``ptx_coeff`` is 0."""
+    if config.ptx_coeff == 0:
+        return None
+    source = getattr(ctx.task, "ptx_batch", None)
+    if source is None:
+        raise ConfigError(
+            f"ptx_coeff = {config.ptx_coeff} needs a task with supervised responses "
+            "(language-model runs take the preferred responses of their pairs)"
+        )
+    return source(step)
+
+
+def ptx_loss(ctx: RunContext, sequences: Sequences) -> Tensor:
+    """Mean token negative log-likelihood of ``sequences`` under the policy."""
+    lp = ctx.backend.logprobs(sequences)
+    return -(lp.token * lp.mask).sum() / lp.mask.sum()
+
+
 def ppo_update(
     ctx: RunContext,
     ro: Rollout,
@@ -126,14 +150,18 @@ def ppo_update(
     critics: dict[str, tuple[Tensor, Tensor]],
     config: OnlineConfig,
     extra_loss=None,
+    ptx: Sequences | None = None,
 ) -> dict[str, float]:
-    """``update_iters`` steps of clipped surrogate + clipped value losses (+ ``extra_loss``).
+    """``update_iters`` steps of clipped surrogate + clipped value losses (+ ``extra_loss``,
+    + ``ptx_coeff`` × the PTX NLL).
 
     Args:
         adv: ``(B, T)`` actor advantages (already combined and detached).
         critics: head → (old values, returns) for each critic trained alongside.
         extra_loss: optional ``f(logprobs) -> (loss, metrics)`` added to the actor loss
             (GRPO's KL term).
+        ptx: supervised sequences of the PTX term (:func:`ptx_batch`), or None. Safe RLHF
+            takes a separate optimizer step on it; here it joins the same step's loss.
     """
     s = ro.samples
     metrics: dict[str, float] = {}
@@ -155,6 +183,10 @@ def ppo_update(
                 kl_loss, m = extra_loss(lp.token)
                 loss = loss + kl_loss
                 holder.update(m)
+            if ptx is not None:
+                nll = ptx_loss(ctx, ptx)
+                loss = loss + config.ptx_coeff * nll
+                holder["loss/ptx"] = float(nll.detach())
             for head, (old_values, returns) in critics.items():
                 values = ctx.backend.values(s.sequences, head)
                 v_loss, m = clipped_value_loss(

@@ -20,6 +20,7 @@ from constrained_align.algorithms.online import (
     OnlineConfig,
     advantages,
     ppo_update,
+    ptx_batch,
     rollout,
     rollout_metrics,
     safe_rlhf_dual,
@@ -72,9 +73,8 @@ def train(config: PPOLagConfig, ctx: RunContext) -> RunResult:
         adv_r, ret_r, old_r = advantages(ctx, ro, "reward", r_t, config)
         adv_c, ret_c, old_c = advantages(ctx, ro, "cost", c_t, config)
         adv = lagrangian_advantages(adv_r, adv_c, lam)
-        metrics = ppo_update(
-            ctx, ro, adv, {"reward": (old_r, ret_r), "cost": (old_c, ret_c)}, config
-        )
+        critics = {"reward": (old_r, ret_r), "cost": (old_c, ret_c)}
+        metrics = ppo_update(ctx, ro, adv, critics, config, ptx=ptx_batch(ctx, config, step))
         record = {"step": step, **rollout_metrics(ro), **metrics, **pd.metrics()}
         history.append(record)
         ctx.log(record)

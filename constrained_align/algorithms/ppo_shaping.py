@@ -14,6 +14,7 @@ from constrained_align.algorithms.online import (
     OnlineConfig,
     advantages,
     ppo_update,
+    ptx_batch,
     rollout,
     rollout_metrics,
     token_signals,
@@ -59,7 +60,8 @@ def train(config: PPOShapingConfig, ctx: RunContext) -> RunResult:
             end_reward=ro.reward - nu * ro.cost,
         )
         adv, ret, old = advantages(ctx, ro, "reward", r_t, config)
-        metrics = ppo_update(ctx, ro, adv, {"reward": (old, ret)}, config)
+        ptx = ptx_batch(ctx, config, step)
+        metrics = ppo_update(ctx, ro, adv, {"reward": (old, ret)}, config, ptx=ptx)
         record = {"step": step, **rollout_metrics(ro), **metrics, **pd.metrics()}
         history.append(record)
         ctx.log(record)

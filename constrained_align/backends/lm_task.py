@@ -16,13 +16,24 @@ from typing import Any
 import torch
 
 from constrained_align.backends.causal_lm import CausalLMPolicy
-from constrained_align.backends.sequences import PromptBatch
+from constrained_align.backends.sequences import LMSequences, PromptBatch
 from constrained_align.types import PairBatch
 
 
 def _label(value: Any) -> float:
     """A 0/1 (or bool) label as a float, None as NaN."""
     return math.nan if value is None else float(value)
+
+
+def preferred(row: Mapping[str, Any]) -> tuple[str, list, str] | None:
+    """(prompt, context, response) of a pair's preferred response, or None."""
+    for key in ("better_response_id", "safer_response_id"):
+        if row.get(key) is not None:
+            return row["prompt"], list(row["context"] or []), row[f"response_{int(row[key])}"]
+    for i in (0, 1):
+        if row.get(f"is_response_{i}_safe"):
+            return row["prompt"], list(row["context"] or []), row[f"response_{i}"]
+    return None
 
 
 class LMTask:
@@ -63,6 +74,7 @@ class LMTask:
         self.prompts_per_step = min(prompts_per_step, len(prompts))
         self.seed = seed
         self._batches: list[PairBatch] | None = None
+        self._ptx: dict[int, LMSequences] = {}
 
     def prompts(self, step: int) -> PromptBatch:
         """The ``step``-th slice of ``prompts_per_step`` prompts, wrapping around."""
@@ -85,6 +97,21 @@ class LMTask:
                 for s in range(0, len(order), size)
             ]
         return self._batches
+
+    def ptx_batch(self, step: int) -> LMSequences:
+        """Supervised (prompt, response) rows for the online keys' PTX term: each pair's
+        preferred response (the more helpful one, else the safer one, else one labelled safe),
+        ``pair_batch_size`` of them per step, cycling through the pairs in their seeded order."""
+        rows = [r for r in (preferred(row) for row in self.rows) if r is not None]
+        if not rows:
+            raise ValueError("no pair has a preferred response for the PTX term")
+        n, k = len(rows), min(self.pair_batch_size, len(rows))
+        start = (step * k) % n
+        if start not in self._ptx:
+            chunk = [rows[(start + i) % n] for i in range(k)]
+            batch = PromptBatch([c[0] for c in chunk], [c[1] for c in chunk])
+            self._ptx[start] = self.backend.encode(batch, [c[2] for c in chunk])
+        return self._ptx[start]
 
     def _batch(self, rows: list[Mapping[str, Any]]) -> PairBatch:
         prompts = PromptBatch([r["prompt"] for r in rows], [list(r["context"] or []) for r in rows])
