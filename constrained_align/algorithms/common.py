@@ -14,7 +14,7 @@ from torch import Tensor
 
 from constrained_align.algorithms.registry import RunContext
 from constrained_align.config import DualConfig
-from constrained_align.losses import dpo_loss
+from constrained_align.losses import dpo_loss, lagrangian_preference
 from constrained_align.primal_dual import (
     BatchMean,
     Constraint,
@@ -166,8 +166,9 @@ def cost_range(pairs: list[PairBatch]) -> float:
 def lagrangian_label(pairs: PairBatch, lam: float, *, temperature: float = 1.0) -> Tensor:
     """P(response_1 ≻ response_0) = σ((r_λ(y1) − r_λ(y0))/T), r_λ = r − λc (C-DPO, CAN)."""
     e = pairs.extra
-    margin = (e["reward_1"] - lam * e["cost_1"]) - (e["reward_0"] - lam * e["cost_0"])
-    return torch.sigmoid(margin / temperature)
+    return lagrangian_preference(
+        e["reward_1"], e["cost_1"], e["reward_0"], e["cost_0"], lam=lam, temperature=temperature
+    )
 
 
 def draw_labels(prob: Tensor, mode: str, generator: torch.Generator) -> Tensor:

@@ -42,13 +42,16 @@ from constrained_align.backends.sampling import generate_batches
 from constrained_align.backends.sequences import (
     LMSequences,
     LMSettings,
-    Messages,
     PromptBatch,
+    hidden_states,
+    in_batches,
     make_sequences,
+    prompt_token_ids,
+    response_token_ids,
+    unwrap,
 )
 from constrained_align.backends.weights import FullWeights, LoraWeights
 from constrained_align.config import OptimConfig
-from constrained_align.data.chat import render_prompt, reply_text
 from constrained_align.types import LogProbs, Samples
 from constrained_align.utils.cache import DiskCache, content_key
 
@@ -104,8 +107,6 @@ class CausalLMPolicy:
         self._resume_state: dict[str, Any] | None = None
         self._pending: dict[str, dict[str, Any]] = {}
 
-    # ---- construction helpers ---------------------------------------------------------------
-
     @property
     def device(self) -> torch.device:
         return next(self.weights.model.parameters()).device
@@ -151,35 +152,18 @@ class CausalLMPolicy:
             return content_key(self.run_tag, self.name, self.steps)
         return content_key(self.reference_fingerprint(), *self.weights.trainable())
 
-    # ---- encoding ---------------------------------------------------------------------------
-
-    def _prompt_ids(self, prompt: str, context: Messages) -> tuple[str, list[int]]:
-        text = render_prompt(self.tokenizer, prompt, context)
-        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-        return text, ids[-self.settings.max_prompt_tokens :]
-
     def encode(self, batch: PromptBatch, responses: Sequence[str]) -> LMSequences:
-        """Tokenize dataset responses to ``batch``'s prompts (truncated, EOS appended)."""
+        """Tokenize dataset responses to ``batch``'s prompts (truncated; EOS when whole)."""
         if len(responses) != len(batch):
             raise ValueError(f"{len(batch)} prompts but {len(responses)} responses")
         rows, starts = [], []
-        eos = int(self.tokenizer.eos_token_id)
+        tok, eos, cfg = self.tokenizer, int(self.tokenizer.eos_token_id), self.settings
         for prompt, context, response in zip(batch.prompts, batch.contexts, responses):
-            text, p_ids = self._prompt_ids(prompt, context)
-            r_ids = self.tokenizer(reply_text(text, response), add_special_tokens=False)
-            r_ids = r_ids["input_ids"]
-            if len(r_ids) < self.settings.max_response_tokens:
-                r_ids = [*r_ids, eos]
-            else:  # truncated: no EOS, or the policy would learn to stop mid-sentence
-                r_ids = r_ids[: self.settings.max_response_tokens]
-            rows.append(p_ids + r_ids)
+            text, p_ids = prompt_token_ids(tok, prompt, context, cfg.max_prompt_tokens)
+            limit = cfg.max_response_tokens
+            rows.append(p_ids + response_token_ids(tok, text, response, limit, eos))
             starts.append(len(p_ids))
-        return self._sequences(rows, starts, batch, list(responses))
-
-    def _sequences(
-        self, rows: list[list[int]], starts: list[int], batch: PromptBatch, texts: list[str]
-    ) -> LMSequences:
-        return make_sequences(rows, starts, batch, texts, pad_id=self.pad_id)
+        return make_sequences(rows, starts, batch, list(responses), pad_id=self.pad_id)
 
     # ---- sampling ---------------------------------------------------------------------------
 
@@ -235,7 +219,10 @@ class CausalLMPolicy:
 
     @torch.no_grad()
     def _generate(self, batch: PromptBatch, *, reference: bool, seed: int) -> dict[str, Any]:
-        prompt_ids = [self._prompt_ids(p, c)[1] for p, c in zip(batch.prompts, batch.contexts)]
+        prompt_ids = [
+            prompt_token_ids(self.tokenizer, p, c, self.settings.max_prompt_tokens)[1]
+            for p, c in zip(batch.prompts, batch.contexts)
+        ]
         context = self.weights.reference_model if reference else self.weights.policy_model
         with context() as model:
             responses = generate_batches(
@@ -249,7 +236,8 @@ class CausalLMPolicy:
             )
         texts = [self.tokenizer.decode(r, skip_special_tokens=True).strip() for r in responses]
         rows = [p + r for p, r in zip(prompt_ids, responses)]
-        seqs = self._sequences(rows, [len(p) for p in prompt_ids], batch, texts)
+        starts = [len(p) for p in prompt_ids]
+        seqs = make_sequences(rows, starts, batch, texts, pad_id=self.pad_id)
         return {
             "input_ids": seqs.input_ids,
             "attention_mask": seqs.attention_mask,
@@ -260,17 +248,17 @@ class CausalLMPolicy:
     # ---- log-probs --------------------------------------------------------------------------
 
     def _forward(self, model: torch.nn.Module, seqs: LMSequences) -> Tensor:
-        base = model.get_base_model() if hasattr(model, "get_base_model") else model
-        ids = seqs.input_ids.to(self.device)
-        mask = seqs.attention_mask.to(self.device)
-        hidden = base.get_decoder()(input_ids=ids, attention_mask=mask).last_hidden_state
+        hidden = hidden_states(model, seqs, self.device)
+        response = seqs.response_mask.to(self.device)
+        head, chunk = unwrap(model).get_output_embeddings(), self.settings.chunk_size
         return token_logprobs(
-            hidden,
-            ids,
-            seqs.response_mask.to(self.device),
-            base.get_output_embeddings(),
-            chunk_size=self.settings.chunk_size,
+            hidden, seqs.input_ids.to(self.device), response, head, chunk_size=chunk
         )
+
+    @torch.no_grad()
+    def _batched(self, model: torch.nn.Module, seqs: LMSequences) -> Tensor:
+        size = self.settings.inference_batch_size
+        return in_batches(lambda part: self._forward(model, part), seqs, size)
 
     def logprobs(self, sequences: LMSequences, *, reference: bool = False) -> LogProbs:
         """Token log-probs of the responses in response coordinates: ``(B, T)`` with column t
@@ -286,7 +274,7 @@ class CausalLMPolicy:
             key = sequences.key()
             if key not in self._ref_cache:
                 with self.weights.reference_model() as model:
-                    full = self._batched_no_grad(model, sequences)
+                    full = self._batched(model, sequences)
                 token = sequences.to_response(full).cpu()
                 self._ref_cache[key] = LogProbs(token=token, mask=mask.cpu())
             return self._ref_cache[key]
@@ -294,20 +282,8 @@ class CausalLMPolicy:
             if torch.is_grad_enabled():
                 full = self._forward(model, sequences)
             else:
-                full = self._batched_no_grad(model, sequences)
+                full = self._batched(model, sequences)
         return LogProbs(token=sequences.to_response(full).cpu(), mask=mask.cpu())
-
-    @torch.no_grad()
-    def _batched_no_grad(self, model: torch.nn.Module, seqs: LMSequences) -> Tensor:
-        size = self.settings.inference_batch_size
-        parts = []
-        for start in range(0, len(seqs), size):
-            rows = list(range(start, min(start + size, len(seqs))))
-            part = seqs.index(rows) if len(seqs) > size else seqs
-            token = self._forward(model, part)  # (b, L_part) with L_part ≤ L
-            width = seqs.input_ids.shape[1] - token.shape[1]
-            parts.append(torch.nn.functional.pad(token, (0, width)))
-        return torch.cat(parts)
 
     def values(self, sequences: LMSequences, head: str) -> Tensor:
         """``(B, T)`` V(s_t) of the named critic at each response token, in response coordinates

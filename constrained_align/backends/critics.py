@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from constrained_align.backends.sequences import LMSequences
+from constrained_align.backends.sequences import LMSequences, hidden_states
 from constrained_align.backends.weights import FullWeights, LoraWeights
 
 
@@ -53,11 +53,7 @@ class Critics:
         device = linear.weight.device
         mask = sequences.response_mask.to(device)
         with self.weights.critic_model(head) as model:
-            base = model.get_base_model() if hasattr(model, "get_base_model") else model
-            hidden = base.get_decoder()(
-                input_ids=sequences.input_ids.to(device),
-                attention_mask=sequences.attention_mask.to(device),
-            ).last_hidden_state
+            hidden = hidden_states(model, sequences, device)
         rows, cols = mask.nonzero(as_tuple=True)
         picked = linear(hidden[rows, cols - 1]).squeeze(-1).float()  # (n,)
         out = torch.zeros(mask.shape, dtype=picked.dtype, device=device)

@@ -5,14 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from constrained_align.backends.weights import FullWeights, LoraWeights
-from constrained_align.utils.cache import content_key
+from constrained_align.utils.cache import content_key, state_fingerprint
 
 
 def weights_fingerprint(weights: LoraWeights | FullWeights) -> str:
     """Content hash of the reference weights (adapter tensors are off in the reference)."""
     with weights.reference_model() as model:
-        state = {k: v for k, v in model.state_dict().items() if "lora_" not in k}
-    return content_key(*(state[k] for k in sorted(state)))
+        return state_fingerprint(model, skip="lora_")
 
 
 def tokenizer_fingerprint(tokenizer: Any, eos_ids: list[int]) -> str:

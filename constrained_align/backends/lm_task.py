@@ -75,6 +75,7 @@ class LMTask:
         self.seed = seed
         self._batches: list[PairBatch] | None = None
         self._ptx: dict[int, LMSequences] = {}
+        self._ptx_rows: list[tuple[str, list, str]] | None = None
 
     def prompts(self, step: int) -> PromptBatch:
         """The ``step``-th slice of ``prompts_per_step`` prompts, wrapping around."""
@@ -102,7 +103,9 @@ class LMTask:
         """Supervised (prompt, response) rows for the online keys' PTX term: each pair's
         preferred response (the more helpful one, else the safer one, else one labelled safe),
         ``pair_batch_size`` of them per step, cycling through the pairs in their seeded order."""
-        rows = [r for r in (preferred(row) for row in self.rows) if r is not None]
+        if self._ptx_rows is None:
+            self._ptx_rows = [r for r in map(preferred, self.rows) if r is not None]
+        rows = self._ptx_rows
         if not rows:
             raise ValueError("no pair has a preferred response for the PTX term")
         n, k = len(rows), min(self.pair_batch_size, len(rows))

@@ -11,25 +11,10 @@ responses whatever else used the global RNG in between.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import Tensor
 
-
-@dataclass
-class SamplingSettings:
-    """How responses are drawn.
-
-    Attributes:
-        max_new_tokens: most response tokens (EOS included).
-        temperature: softmax temperature; 0 means greedy decoding.
-        top_p: nucleus mass kept (1 keeps every token).
-    """
-
-    max_new_tokens: int = 64
-    temperature: float = 1.0
-    top_p: float = 1.0
+from constrained_align.backends.sequences import SamplingSettings, pad_rows
 
 
 def next_token(logits: Tensor, settings: SamplingSettings, generator: torch.Generator) -> Tensor:
@@ -121,12 +106,9 @@ def generate_batches(
     responses: list[list[int]] = []
     for start in range(0, len(prompt_ids), batch_size):
         rows = prompt_ids[start : start + batch_size]
-        width = max(len(r) for r in rows)
-        ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, row in enumerate(rows):
-            ids[i, width - len(row) :] = torch.as_tensor(row, dtype=torch.long)
-            mask[i, width - len(row) :] = 1
+        ids = pad_rows(rows, pad_id, left=True)
+        lengths = torch.tensor([len(r) for r in rows])
+        mask = (torch.arange(ids.shape[1]) >= ids.shape[1] - lengths[:, None]).long()
         out, live = sample_responses(
             model,
             ids.to(device),

@@ -4,14 +4,30 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from constrained_align.backends.sampling import SamplingSettings
+from constrained_align.data.chat import render_prompt, reply_text
 from constrained_align.utils.cache import content_key
 
 Messages = list[dict[str, str]]
+
+
+@dataclass
+class SamplingSettings:
+    """How responses are drawn.
+
+    Attributes:
+        max_new_tokens: most response tokens (EOS included).
+        temperature: softmax temperature; 0 means greedy decoding.
+        top_p: nucleus mass kept (1 keeps every token).
+    """
+
+    max_new_tokens: int = 64
+    temperature: float = 1.0
+    top_p: float = 1.0
 
 
 @dataclass
@@ -83,6 +99,48 @@ class LMSequences:
             [self.contexts[i] for i in pick],
             [self.responses[i] for i in pick],
         )
+
+
+def prompt_token_ids(
+    tokenizer: Any, prompt: str, context: Messages, max_tokens: int
+) -> tuple[str, list[int]]:
+    """The rendered prompt and its last ``max_tokens`` token ids."""
+    text = render_prompt(tokenizer, prompt, context)
+    return text, tokenizer(text, add_special_tokens=False)["input_ids"][-max_tokens:]
+
+
+def response_token_ids(
+    tokenizer: Any, prompt_text: str, response: str, max_tokens: int, eos: int
+) -> list[int]:
+    """A dataset response's first ``max_tokens`` ids, with EOS when it fits whole (a truncated
+    response gets none, or the policy would learn to stop mid-sentence)."""
+    ids = tokenizer(reply_text(prompt_text, response), add_special_tokens=False)["input_ids"]
+    return [*ids, eos] if len(ids) < max_tokens else ids[:max_tokens]
+
+
+def unwrap(model: Any) -> Any:
+    """The transformers model under a peft wrapper (adapters stay injected in its layers)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def hidden_states(model: Any, seqs: LMSequences, device: Any) -> Tensor:
+    """``(B, L, H)`` last hidden states of the decoder of ``model`` (no LM head)."""
+    decoder = unwrap(model).get_decoder()
+    ids, mask = seqs.input_ids.to(device), seqs.attention_mask.to(device)
+    return decoder(input_ids=ids, attention_mask=mask).last_hidden_state
+
+
+def in_batches(fn: Any, seqs: LMSequences, size: int) -> Tensor:
+    """``fn`` (per-position ``(b, L_b)`` output) over row batches of ``size``, right-padded
+    back to ``(B, L)`` (each batch drops the columns that are padding in all its rows)."""
+    if len(seqs) <= size:
+        return fn(seqs)
+    width = seqs.input_ids.shape[1]
+    parts = []
+    for start in range(0, len(seqs), size):
+        out = fn(seqs.index(list(range(start, min(start + size, len(seqs))))))
+        parts.append(torch.nn.functional.pad(out, (0, width - out.shape[1])))
+    return torch.cat(parts)
 
 
 def make_sequences(

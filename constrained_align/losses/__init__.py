@@ -5,6 +5,7 @@ differentiable scalar and a ``dict[str, float]`` of detached metrics. Batch redu
 weighted means ``sum(w · l) / sum(w)`` over an optional ``(B,)`` ``weight`` (uniform when None),
 so population-mode batches give exact expectations. The advantage and label helpers
 (:func:`gae`, :func:`group_relative_advantages`, :func:`lagrangian_advantages`,
+:func:`lagrangian_preference`,
 :func:`bfpo_targets`, :func:`safe_dpo_relabel`) return tensors.
 """
 
@@ -20,6 +21,7 @@ from constrained_align.losses.preference import (
     bfpo_targets,
     dpo_loss,
     ipo_squared_loss,
+    lagrangian_preference,
     safe_dpo_loss,
     safe_dpo_relabel,
 )
@@ -35,6 +37,7 @@ __all__ = [
     "ipo_squared_loss",
     "kl_penalty_loss",
     "lagrangian_advantages",
+    "lagrangian_preference",
     "ppo_clip_loss",
     "reward_model_loss",
     "safe_dpo_loss",

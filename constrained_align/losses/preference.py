@@ -25,6 +25,19 @@ def _soft_logistic(z: Tensor, label: Tensor | None) -> Tensor:
     return p * F.softplus(-z) + (1.0 - p) * F.softplus(z)
 
 
+def lagrangian_preference(
+    reward_1: Tensor,
+    cost_1: Tensor,
+    reward_0: Tensor,
+    cost_0: Tensor,
+    *,
+    lam: float,
+    temperature: float = 1.0,
+) -> Tensor:
+    """``(B,)`` P(y1 ≻ y0) = σ((r_λ(y1) − r_λ(y0))/T) with r_λ = r − λc (C-DPO, CAN; §3.5–3.6)."""
+    return torch.sigmoid(((reward_1 - lam * cost_1) - (reward_0 - lam * cost_0)) / temperature)
+
+
 def dpo_loss(
     chosen_logratio: Tensor,
     rejected_logratio: Tensor,

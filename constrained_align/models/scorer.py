@@ -19,7 +19,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from constrained_align.models.score_model import Encoded, Messages, ScoreModel
-from constrained_align.utils.cache import content_key
+from constrained_align.utils.cache import content_key, state_fingerprint
 
 
 class TextScorer:
@@ -161,8 +161,7 @@ class SequenceScorer:
     def fingerprint(self, kind: str) -> str:
         """Content hash of a score model's weights (computed once)."""
         if kind not in self._fingerprints:
-            state = self.scorers[kind].model.state_dict()
-            self._fingerprints[kind] = content_key(*(state[k] for k in sorted(state)))
+            self._fingerprints[kind] = state_fingerprint(self.scorers[kind].model)
         return self._fingerprints[kind]
 
     def _score(self, kind: str, sequences: Any) -> Tensor:

@@ -94,14 +94,18 @@ class Checkpointer:
             self.save(records, primal_dual)
 
     def _prune(self) -> None:
-        done = sorted(p for p in self.folder.glob("epoch-*") if (p / STATE_FILE).is_file())
-        for old in done[: -self.keep]:
+        for old in complete_checkpoints(self.folder)[: -self.keep]:
             shutil.rmtree(old, ignore_errors=True)
+
+
+def complete_checkpoints(folder: Path) -> list[Path]:
+    """Checkpoint folders whose state file was written, oldest first."""
+    return sorted(p for p in folder.glob("epoch-*") if (p / STATE_FILE).is_file())
 
 
 def latest_checkpoint(folder: Path) -> Path | None:
     """The newest complete checkpoint folder, or None."""
-    done = sorted(p for p in folder.glob("epoch-*") if (p / STATE_FILE).is_file())
+    done = complete_checkpoints(folder)
     return done[-1] if done else None
 
 

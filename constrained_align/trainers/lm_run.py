@@ -138,10 +138,10 @@ class RunLog:
         return out
 
     def _write_pending(self) -> None:
-        written = self.written
-        for record in self.records[written:]:
+        pending = self.records[self.written :]
+        if pending:
             with self.path.open("a") as f:
-                f.write(json.dumps(json_safe(record), allow_nan=False) + "\n")
+                f.writelines(json.dumps(json_safe(r), allow_nan=False) + "\n" for r in pending)
         self.written = len(self.records)
 
     def close(self) -> None:

@@ -36,6 +36,12 @@ def content_key(*parts: Any) -> str:
     return digest.hexdigest()
 
 
+def state_fingerprint(module: torch.nn.Module, *, skip: str | None = None) -> str:
+    """Content hash of a module's state dict (names containing ``skip`` left out)."""
+    state = {k: v for k, v in module.state_dict().items() if skip is None or skip not in k}
+    return content_key(*(state[k] for k in sorted(state)))
+
+
 class DiskCache:
     """Tensors, strings, numbers (and lists/dicts of them) stored under content keys.
 

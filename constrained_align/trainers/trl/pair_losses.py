@@ -22,10 +22,15 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-import torch
 from torch import Tensor
 
-from constrained_align.losses import bfpo_targets, dpo_loss, ipo_squared_loss, safe_dpo_loss
+from constrained_align.losses import (
+    bfpo_targets,
+    dpo_loss,
+    ipo_squared_loss,
+    lagrangian_preference,
+    safe_dpo_loss,
+)
 from constrained_align.trainers.trl.columns import FIELDS
 
 
@@ -108,7 +113,7 @@ def lagrangian_label(terms: PairTerms, lam: float, temperature: float) -> Tensor
     """``(B,)`` p = P(chosen ≻ rejected) = σ((r_λ(y_c) − r_λ(y_r))/T), r_λ = r − λc."""
     r_c, r_r = terms.field("reward")
     c_c, c_r = terms.field("cost")
-    return torch.sigmoid(((r_c - lam * c_c) - (r_r - lam * c_r)) / temperature)
+    return lagrangian_preference(r_c, c_c, r_r, c_r, lam=lam, temperature=temperature)
 
 
 def dpo(terms: PairTerms, params: LossParams, lam: float) -> tuple[Tensor, Metrics]:
