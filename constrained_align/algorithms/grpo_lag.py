@@ -89,7 +89,7 @@ def train(config: GRPOLagConfig, ctx: RunContext) -> RunResult:
     for step in range(config.steps):
         ro = rollout(ctx, step)
         s = ro.samples
-        pd.observe("cost", ro.cost, s.weight)
+        ro.observe_cost(pd)
         lam = pd.step(step)["cost"]
         a_r = group_relative_advantages(
             ro.reward, s.group, scale_by_std=config.scale_by_std, weight=s.weight

@@ -15,7 +15,9 @@ from torch import Tensor
 from constrained_align.algorithms.registry import RunContext
 from constrained_align.config import ConfigError, DualConfig, OptimConfig, param
 from constrained_align.losses import clipped_value_loss, gae, ppo_clip_loss
+from constrained_align.primal_dual import PrimalDual
 from constrained_align.types import Samples, Sequences, weighted_mean
+from constrained_align.utils.distributed import Reductions
 
 
 @dataclass
@@ -56,11 +58,20 @@ def safe_rlhf_dual() -> DualConfig:
 
 @dataclass
 class Rollout:
-    """One step's on-policy samples with their end scores."""
+    """One step's on-policy samples with their end scores.
+
+    ``samples``, ``reward`` and ``cost`` are this process's shard (what its losses use); the
+    ``pooled_*`` tensors hold every process's rows (what the multiplier and the logs use), and
+    are the same tensors in a single process.
+    """
 
     samples: Samples
     reward: Tensor  # (B,)
     cost: Tensor  # (B,)
+    pooled_reward: Tensor | None = None
+    pooled_cost: Tensor | None = None
+    pooled_weight: Tensor | None = None
+    pooled_kl: Tensor | None = None  # sequence KL log π_old − log π_ref
 
     @property
     def kl(self) -> Tensor:
@@ -68,19 +79,36 @@ class Rollout:
         s = self.samples
         return (s.logprobs.token - s.ref_logprobs.token) * s.logprobs.mask
 
+    def pool(self, dist: Reductions) -> Rollout:
+        """Gather every process's rewards, costs, weights and sequence KL."""
+        self.pooled_reward = dist.gather(self.reward)
+        self.pooled_cost = dist.gather(self.cost)
+        self.pooled_weight = dist.gather(self.samples.weight)
+        self.pooled_kl = dist.gather(self.kl.sum(-1))
+        return self
+
+    def observe_cost(self, primal_dual: PrimalDual) -> None:
+        """Feed the whole batch's costs (every process's) to the multiplier's estimator."""
+        primal_dual.observe("cost", self.pooled_cost, self.pooled_weight)
+
 
 def rollout(ctx: RunContext, step: int) -> Rollout:
-    """Sample the policy on this step's prompts, score every response, and have the sampling
-    policy's and the reference's token log-probs (backends that do not return them with the
-    samples, like the causal LM, compute them here)."""
-    samples = ctx.backend.sample(ctx.task.prompts(step), ctx.task.samples_per_prompt)
+    """Sample the policy on this process's share of the step's prompts, score every response,
+    and have the sampling policy's and the reference's token log-probs (backends that do not
+    return them with the samples, like the causal LM, compute them here); then pool the
+    scores over processes."""
+    batch = ctx.task.prompts(step)
+    if ctx.dist.world_size > 1:
+        batch = batch.take(ctx.dist.shard(range(len(batch))))
+    samples = ctx.backend.sample(batch, ctx.task.samples_per_prompt)
     seqs = samples.sequences
     with torch.no_grad():
         if samples.logprobs is None:
             samples.logprobs = ctx.backend.logprobs(seqs)
         if samples.ref_logprobs is None:
             samples.ref_logprobs = ctx.backend.logprobs(seqs, reference=True)
-    return Rollout(samples, ctx.scorer.reward(seqs).detach(), ctx.scorer.cost(seqs).detach())
+    ro = Rollout(samples, ctx.scorer.reward(seqs).detach(), ctx.scorer.cost(seqs).detach())
+    return ro.pool(ctx.dist)
 
 
 def end_token(mask: Tensor, values: Tensor) -> Tensor:
@@ -203,15 +231,17 @@ def ppo_update(
 
         ctx.backend.step(closure)
         metrics = holder
-    return metrics
+    return ctx.dist.mean(metrics)
 
 
 def rollout_metrics(ro: Rollout) -> dict[str, float]:
-    """Mean reward, cost, unsafe fraction and KL of a rollout (weighted: exact in population)."""
-    w = ro.samples.weight
+    """Mean reward, cost, unsafe fraction and KL of the whole (pooled) rollout, and its size
+    (weighted means: exact in population)."""
+    w = ro.pooled_weight
     return {
-        "rollout/reward": float(weighted_mean(ro.reward, w)),
-        "rollout/cost": float(weighted_mean(ro.cost, w)),
-        "rollout/unsafe_fraction": float(weighted_mean((ro.cost > 0).to(w.dtype), w)),
-        "rollout/kl": float(weighted_mean(ro.kl.sum(-1), w)),
+        "rollout/reward": float(weighted_mean(ro.pooled_reward, w)),
+        "rollout/cost": float(weighted_mean(ro.pooled_cost, w)),
+        "rollout/unsafe_fraction": float(weighted_mean((ro.pooled_cost > 0).to(w.dtype), w)),
+        "rollout/kl": float(weighted_mean(ro.pooled_kl, w)),
+        "rollout/samples": float(len(w)),
     }

@@ -60,7 +60,7 @@ def train(config: PPOLagConfig, ctx: RunContext) -> RunResult:
     history: list[dict[str, float]] = []
     for step in range(config.steps):
         ro = rollout(ctx, step)
-        pd.observe("cost", ro.cost, ro.samples.weight)
+        ro.observe_cost(pd)
         lam = pd.step(step)["cost"]
         r_t, c_t = token_signals(
             ro,

@@ -50,7 +50,7 @@ def train(config: PPOShapingConfig, ctx: RunContext) -> RunResult:
     history: list[dict[str, float]] = []
     for step in range(config.steps):
         ro = rollout(ctx, step)
-        pd.observe("cost", ro.cost, ro.samples.weight)  # logged only: the rule is fixed
+        ro.observe_cost(pd)  # logged only: the rule is fixed
         pd.step(step)
         r_t, _ = token_signals(
             ro,

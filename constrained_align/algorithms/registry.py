@@ -14,6 +14,7 @@ from typing import Any, Literal
 from constrained_align.config import ConfigError
 from constrained_align.primal_dual import PrimalDual
 from constrained_align.types import PolicyBackend, Scorer, Task
+from constrained_align.utils.distributed import Reductions
 
 Family = Literal["online", "offline"]
 Status = Literal["stable", "experimental"]
@@ -38,6 +39,8 @@ class RunContext:
         seed: seed of the run's random draws (labels, samples).
         log: called with each step's metrics dict (``step`` included).
         primal_dual: the run's multiplier, once the algorithm has made one (:meth:`watch`).
+        dist: the cross-process reductions (:mod:`constrained_align.utils.distributed`); the
+            identities of one process unless the run was started by ``accelerate launch``.
     """
 
     backend: PolicyBackend
@@ -46,6 +49,7 @@ class RunContext:
     seed: int = 0
     log: Callable[[dict[str, float]], None] = lambda metrics: None
     primal_dual: PrimalDual | None = None
+    dist: Reductions = field(default_factory=Reductions)
 
     def watch(self, primal_dual: PrimalDual) -> PrimalDual:
         """Make the run's multiplier visible to the trainer (checkpoints save its state)."""

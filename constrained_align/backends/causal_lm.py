@@ -3,21 +3,17 @@
 :class:`CausalLMPolicy` implements :class:`~constrained_align.types.PolicyBackend` over any
 ``AutoModelForCausalLM``:
 
-- ``sample`` draws responses with the KV cache (:mod:`.sampling`), in batches of
-  ``inference_batch_size`` left-padded prompts, from an explicit seeded generator;
-- ``logprobs`` runs the decoder once and projects only the response positions through the LM
-  head in chunks (:mod:`.logprobs`), so the (B, T, V) logits never exist at once;
-- the reference is the adapter-free base under LoRA, or a frozen copy (:mod:`.weights`), and
-  its log-probs are computed once per batch of sequences and kept;
-- ``step`` is one optimizer step (gradient clipping optional).
+- ``sample``: the KV cache (:mod:`.sampling`), batches of left-padded prompts, a seeded generator;
+- ``logprobs``: the decoder once, then only the response positions through the LM head in
+  chunks (:mod:`.logprobs`), so the (B, T, V) logits never exist at once;
+- the reference: the adapter-free base under LoRA, or a frozen copy (:mod:`.weights`); its
+  log-probs are computed once per batch of sequences and kept;
+- ``step``: one optimizer step, gradients averaged over data-parallel processes, then clipped.
 
-Samples may be cached on disk by content (:class:`~constrained_align.utils.cache.DiskCache`):
-reference samples by the reference weights' fingerprint, prompts, settings and seed; policy
-samples by the run's tag and the number of optimizer steps the policy has taken (set by the
-trainer), which identify the weights of a deterministic run and let a resumed run replay them.
-
-Dropout stays off: the policy must equal the reference at step 0 so the DPO log-ratio starts
-at exactly zero.
+Samples may be cached on disk (:class:`~constrained_align.utils.cache.DiskCache`): reference
+samples by the reference weights' fingerprint, prompts, settings and seed; policy samples by
+the run's tag and optimizer-step count, so a resumed run replays them. Dropout stays off: the
+policy equals the reference at step 0, so the DPO log-ratio starts at exactly zero.
 """
 
 from __future__ import annotations
@@ -54,6 +50,7 @@ from constrained_align.backends.weights import FullWeights, LoraWeights
 from constrained_align.config import OptimConfig
 from constrained_align.types import LogProbs, Samples
 from constrained_align.utils.cache import DiskCache, content_key
+from constrained_align.utils.distributed import Reductions
 
 
 class CausalLMPolicy:
@@ -68,6 +65,8 @@ class CausalLMPolicy:
         seed: seed of the sampling generator.
         cache: where samples are cached on disk, or None.
         name: tells forks apart in cache keys and checkpoints.
+        reductions: cross-process reductions; ``step`` averages the gradients over the
+            data-parallel processes with them (identities in one process).
     """
 
     def __init__(
@@ -80,6 +79,7 @@ class CausalLMPolicy:
         seed: int = 0,
         cache: DiskCache | None = None,
         name: str = "policy",
+        reductions: Reductions | None = None,
     ) -> None:
         if tokenizer.eos_token_id is None:
             raise ValueError("the tokenizer has no EOS token; responses could never end")
@@ -92,6 +92,7 @@ class CausalLMPolicy:
         self.generator = torch.Generator().manual_seed(seed)
         self.cache = cache
         self.name = name
+        self.reductions = reductions or Reductions()
         self.steps = 0
         self.run_tag: str | None = None
         self.forks: list[CausalLMPolicy] = []
@@ -127,7 +128,8 @@ class CausalLMPolicy:
     def _critic_group(self, head: str) -> dict[str, Any]:
         return {"params": self.critics.add(head), "lr": self.optim_config.critic_lr}
 
-    def _trainable(self) -> list[torch.nn.Parameter]:
+    def trainable(self) -> list[torch.nn.Parameter]:
+        """Every tensor the optimizer updates: the policy's, then each critic's."""
         return [p for group in self.optimizer.param_groups for p in group["params"]]
 
     def reference_fingerprint(self) -> str:
@@ -164,8 +166,6 @@ class CausalLMPolicy:
             rows.append(p_ids + response_token_ids(tok, text, response, limit, eos))
             starts.append(len(p_ids))
         return make_sequences(rows, starts, batch, list(responses), pad_id=self.pad_id)
-
-    # ---- sampling ---------------------------------------------------------------------------
 
     def sample(
         self,
@@ -245,8 +245,6 @@ class CausalLMPolicy:
             "responses": texts,
         }
 
-    # ---- log-probs --------------------------------------------------------------------------
-
     def _forward(self, model: torch.nn.Module, seqs: LMSequences) -> Tensor:
         hidden = hidden_states(model, seqs, self.device)
         response = seqs.response_mask.to(self.device)
@@ -293,10 +291,9 @@ class CausalLMPolicy:
             self.optimizer.add_param_group(self._critic_group(head))
         return sequences.to_response(self.critics.values(sequences, head)).cpu()
 
-    # ---- training ---------------------------------------------------------------------------
-
     def step(self, closure: Callable[[], Tensor]) -> float:
-        """Zero grads, evaluate ``closure``, backward, clip, update; returns the loss.
+        """Zero grads, evaluate ``closure``, backward, average over processes, clip, update;
+        returns the loss.
 
         While a resumed run replays the steps its checkpoint already holds, the step is only
         counted (the loss is NaN); at the checkpoint's step the saved state is loaded.
@@ -311,9 +308,10 @@ class CausalLMPolicy:
         self.optimizer.zero_grad(set_to_none=True)
         loss = closure()
         loss.backward()
+        self.reductions.average_gradients(self.trainable())
         clip = self.optim_config.max_grad_norm
         if clip is not None:
-            torch.nn.utils.clip_grad_norm_(self._trainable(), clip)
+            torch.nn.utils.clip_grad_norm_(self.trainable(), clip)
         self.optimizer.step()
         self.steps += 1
         self.timers["training"] += time.perf_counter() - started
@@ -331,6 +329,7 @@ class CausalLMPolicy:
             seed=self.seed + len(self.forks) + 1,
             cache=self.cache,
             name=f"{self.name}/fork{len(self.forks) + 1}",
+            reductions=self.reductions,
         )
         child.run_tag = self.run_tag
         child._reference_fp = self._reference_fp

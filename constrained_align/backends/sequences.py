@@ -40,6 +40,10 @@ class PromptBatch:
     def __len__(self) -> int:
         return len(self.prompts)
 
+    def take(self, index: Sequence[int]) -> PromptBatch:
+        """The prompts at ``index``, in that order."""
+        return PromptBatch([self.prompts[i] for i in index], [self.contexts[i] for i in index])
+
 
 @dataclass
 class LMSequences:

@@ -13,6 +13,7 @@ Two layouts behind one small interface:
 from __future__ import annotations
 
 import copy
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -114,9 +115,13 @@ class LoraWeights:
 
     def add_critic(self, name: str) -> list[nn.Parameter]:
         """A critic trunk: a fresh adapter (B = 0) on the shared base, so the critic starts
-        from the reference model's features."""
+        from the reference model's features. Its A matrices are drawn from a generator seeded
+        by the adapter's name, so every data-parallel process (and every rerun) makes the same
+        critic whatever the global RNG went through before."""
         adapter = f"{self.adapter}_critic_{name}"
-        self.model.add_adapter(adapter, self.model.peft_config[self.adapter])
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(zlib.crc32(adapter.encode()))
+            self.model.add_adapter(adapter, self.model.peft_config[self.adapter])
         self.critics.append(adapter)
         return self._adapter_params(adapter)
 

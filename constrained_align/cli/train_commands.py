@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 from pathlib import Path
 
 from constrained_align.cli.common import add_set_argument
@@ -14,6 +15,9 @@ def _fmt(value: object) -> str:
     if isinstance(value, float):
         return "—" if math.isnan(value) else f"{value:.4g}"
     return str(value)
+
+
+_print = print
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -31,6 +35,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
             "preset such as c_dpo:tiny"
         )
     out = Path(args.output_dir or Path("runs") / config.algorithm)
+    # Under `accelerate launch` every process runs this command; the first one reports.
+    print = _print if int(os.environ.get("RANK", "0")) == 0 else lambda *a, **k: None
     print(f"Training {config.algorithm} on {config.model.policy} → {out}")
     summary = train_lm(config, out, resume=args.resume)
     print(

@@ -8,6 +8,11 @@ A checkpoint (``checkpoints/epoch-000012/state.pt``) holds, after a logged epoch
 - the torch, Python and NumPy RNG states;
 - every metrics record logged so far.
 
+A run of several data-parallel processes (``accelerate launch``) keeps one replica of the
+weights, optimizer and multiplier (written by the main process once every process has written
+its own ``rank-<r>.pt``: its sampling generators and RNG states, which differ by process), and
+resumes with the same number of processes.
+
 Resuming runs the algorithm again from its start in *replay* mode (see
 :meth:`~constrained_align.backends.causal_lm.CausalLMPolicy.arm_resume`): optimizer steps are
 counted, not computed, until each backend reaches its saved step and loads its state; samples
@@ -27,8 +32,10 @@ import numpy as np
 import torch
 
 from constrained_align.backends.causal_lm import CausalLMPolicy
+from constrained_align.config import ConfigError
 from constrained_align.primal_dual import PrimalDual
 from constrained_align.utils import atomic_path, write_json
+from constrained_align.utils.distributed import Reductions
 
 STATE_FILE = "state.pt"
 
@@ -63,25 +70,47 @@ class Checkpointer:
         root: the policy backend.
         every: logged epochs between checkpoints (0 = never).
         keep: checkpoints kept (older ones are removed after a new one is complete).
+        dist: the cross-process reductions (every process calls :meth:`save`).
     """
 
-    def __init__(self, folder: Path, root: CausalLMPolicy, *, every: int, keep: int) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        root: CausalLMPolicy,
+        *,
+        every: int,
+        keep: int,
+        dist: Reductions | None = None,
+    ) -> None:
         self.folder = folder
         self.root = root
         self.every = every
         self.keep = max(1, keep)
+        self.dist = dist or Reductions()
 
     def save(self, records: list[dict[str, Any]], primal_dual: PrimalDual | None) -> Path:
         """Write ``epoch-<n>/state.pt`` (and ``primal_dual.json``) atomically."""
         target = self.folder / f"epoch-{len(records):06d}"
+        target.mkdir(parents=True, exist_ok=True)
+        dist = self.dist
+        if dist.world_size > 1:
+            mine = {
+                "generators": {b.name: b.generator.get_state() for b in all_backends(self.root)},
+                "rng": rng_state(),
+            }
+            with atomic_path(target / f"rank-{dist.rank:03d}.pt") as tmp:
+                torch.save(mine, tmp)
+            dist.barrier()
+            if not dist.is_main:
+                return target
         state = {
             "records": records,
             "backends": {b.name: b.state_dict() for b in all_backends(self.root)},
             "primal_dual": primal_dual.state_dict() if primal_dual is not None else None,
             "rng": rng_state(),
             "run_tag": self.root.run_tag,
+            "world_size": dist.world_size,
         }
-        target.mkdir(parents=True, exist_ok=True)
         if primal_dual is not None:
             write_json(target / "primal_dual.json", primal_dual.state_dict())
         with atomic_path(target / STATE_FILE) as tmp:
@@ -109,6 +138,19 @@ def latest_checkpoint(folder: Path) -> Path | None:
     return done[-1] if done else None
 
 
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    """The saved state of a checkpoint folder."""
-    return torch.load(path / STATE_FILE, weights_only=False)
+def load_checkpoint(path: Path, dist: Reductions | None = None) -> dict[str, Any]:
+    """The saved state of a checkpoint folder, as this process saved it."""
+    dist = dist or Reductions()
+    state = torch.load(path / STATE_FILE, weights_only=False)
+    saved = int(state.get("world_size", 1))
+    if saved != dist.world_size:
+        raise ConfigError(
+            f"--resume: {path} was saved by {saved} process(es); resume it with the same number "
+            f"(this launch has {dist.world_size})"
+        )
+    if dist.world_size > 1:
+        mine = torch.load(path / f"rank-{dist.rank:03d}.pt", weights_only=False)
+        for name, generator in mine["generators"].items():
+            state["backends"][name]["generator"] = generator
+        state["rng"] = mine["rng"]
+    return state

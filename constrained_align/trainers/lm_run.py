@@ -40,7 +40,8 @@ from constrained_align.trainers.lm_setup import (
     load_prompt_batch,
 )
 from constrained_align.utils import json_safe, write_json, write_text
-from constrained_align.utils.cache import DiskCache, content_key
+from constrained_align.utils.cache import DiskCache, code_fingerprint, content_key
+from constrained_align.utils.distributed import Reductions, from_environment
 
 EVAL_SEED_OFFSET = 7919
 KL_SEED_OFFSET = 104729
@@ -54,29 +55,37 @@ def evaluate_policy(
     *,
     reference: bool,
     seed: int,
+    dist: Reductions | None = None,
 ) -> dict[str, float]:
     """Mean reward, mean cost, harmful ratio (c > 0) and mean length of one seeded sample per
-    prompt (the same seed before and after training, so the two are comparable)."""
-    samples = backend.sample(prompts, 1, reference=reference, seed=seed)
-    reward = scorer.reward(samples.sequences)
-    cost = scorer.cost(samples.sequences)
+    prompt (the same seed before and after training, so the two are comparable); each
+    data-parallel process samples its share of the prompts."""
+    dist = dist or Reductions()
+    mine = prompts.take(dist.shard(range(len(prompts))))
+    samples = backend.sample(mine, 1, reference=reference, seed=seed)
+    reward = dist.gather(scorer.reward(samples.sequences))
+    cost = dist.gather(scorer.cost(samples.sequences))
+    tokens = dist.gather(samples.sequences.response_mask.sum(-1).double())
     return {
         "reward": float(reward.mean()),
         "cost": float(cost.mean()),
         "harmful_ratio": float((cost > 0).double().mean()),
-        "response_tokens": float(samples.sequences.response_mask.sum(-1).mean()),
+        "response_tokens": float(tokens.mean()),
         "prompts": len(prompts),
     }
 
 
 @torch.no_grad()
-def estimate_kl(backend: CausalLMPolicy, prompts: PromptBatch, seed: int) -> float:
-    """Monte-Carlo KL(π‖π_ref) = E_{y∼π}[log π(y|x) − log π_ref(y|x)] on fresh samples."""
-    samples = backend.sample(prompts, 1, seed=seed)
+def estimate_kl(
+    backend: CausalLMPolicy, prompts: PromptBatch, seed: int, dist: Reductions | None = None
+) -> float:
+    """Monte-Carlo KL(π‖π_ref) = E_{y∼π}[log π(y|x) − log π_ref(y|x)] on fresh samples (each
+    data-parallel process samples its share of the prompts)."""
+    dist = dist or Reductions()
+    samples = backend.sample(prompts.take(dist.shard(range(len(prompts)))), 1, seed=seed)
     seqs = samples.sequences
-    return float(
-        (backend.logprobs(seqs).sequence - backend.logprobs(seqs, reference=True).sequence).mean()
-    )
+    ratio = backend.logprobs(seqs).sequence - backend.logprobs(seqs, reference=True).sequence
+    return float(dist.gather(ratio).mean())
 
 
 class RunLog:
@@ -95,10 +104,15 @@ class RunLog:
         self.replay_state: dict[str, Any] | None = None
         o = config.output
         self.checkpoints = Checkpointer(
-            out / "checkpoints", backend, every=o.save_every_epochs, keep=o.keep_checkpoints
+            out / "checkpoints",
+            backend,
+            every=o.save_every_epochs,
+            keep=o.keep_checkpoints,
+            dist=ctx.dist,
         )
         self.kl_prompts = backend_prompts(ctx, o.kl_prompts)
-        self.bar = tqdm(desc="training", unit="step", disable=not config.output.progress)
+        show = config.output.progress and ctx.dist.is_main
+        self.bar = tqdm(desc="training", unit="step", disable=not show)
 
     def __call__(self, record: dict[str, Any]) -> None:
         index = len(self.records)
@@ -114,7 +128,7 @@ class RunLog:
         self._write_pending()
         if self.kl_prompts is not None:
             seed = self.config.seed + KL_SEED_OFFSET + index
-            record["kl"] = estimate_kl(self.backend, self.kl_prompts, seed)
+            record["kl"] = estimate_kl(self.backend, self.kl_prompts, seed, self.ctx.dist)
         if self.ctx.primal_dual is not None and "dual/lambda" not in record:
             record["dual/lambda"] = self.ctx.primal_dual.lam()
         record.update(self._timings())
@@ -139,7 +153,7 @@ class RunLog:
 
     def _write_pending(self) -> None:
         pending = self.records[self.written :]
-        if pending:
+        if pending and self.ctx.dist.is_main:
             with self.path.open("a") as f:
                 f.writelines(json.dumps(json_safe(r), allow_nan=False) + "\n" for r in pending)
         self.written = len(self.records)
@@ -183,7 +197,9 @@ def _postfix(record: dict[str, Any]) -> str:
     return " ".join(str(p) for p in parts)
 
 
-def _prepare_output(out: Path, resume: bool, config: RunConfig) -> dict[str, Any] | None:
+def _prepare_output(
+    out: Path, resume: bool, config: RunConfig, dist: Reductions
+) -> dict[str, Any] | None:
     """Check the folder; on resume return the latest checkpoint's state.
 
     A folder whose run stopped before its first record (an empty log, no checkpoint) counts
@@ -199,30 +215,37 @@ def _prepare_output(out: Path, resume: bool, config: RunConfig) -> dict[str, Any
         raise ConfigError(f"--resume: no complete checkpoint under {out / 'checkpoints'}")
     if not config.output.disk_cache:
         raise ConfigError("--resume replays the run from its sample cache: disk_cache is off")
-    return load_checkpoint(found)
+    return load_checkpoint(found, dist)
 
 
-def _start_log(out: Path, state: dict[str, Any] | None, run_tag: str) -> None:
+def _start_log(
+    out: Path, state: dict[str, Any] | None, run_tag: str, config: RunConfig, dist: Reductions
+) -> None:
     """Fresh: an empty metrics.jsonl. Resume: the same run (else an error), log trimmed to the
-    checkpoint (its last record is written only when the next one arrives)."""
-    metrics = out / "metrics.jsonl"
-    out.mkdir(parents=True, exist_ok=True)
-    if state is None:
-        write_text(metrics, "")
-        return
-    if state.get("run_tag") != run_tag:
+    checkpoint (its last record is written only when the next one arrives). The resolved
+    config.yaml either way. Only the main process writes."""
+    if state is not None and state.get("run_tag") != run_tag:
         raise ConfigError(
             f"--resume: {out} was trained with other settings, data, models or library version "
             "than these; resume with the run's own config.yaml, or start a new --output-dir"
         )
+    if not dist.is_main:
+        return
+    metrics = out / "metrics.jsonl"
+    out.mkdir(parents=True, exist_ok=True)
+    write_text(out / "config.yaml", dump_yaml(config, with_docs=False))
+    if state is None:
+        write_text(metrics, "")
+        return
     kept = metrics.read_text().splitlines()[: len(state["records"]) - 1]
     write_text(metrics, "".join(line + "\n" for line in kept))
 
 
 def run_tag(config: RunConfig, backend: CausalLMPolicy, scorer: SequenceScorer, task: Any) -> str:
     """Identity of a run's inputs: settings, reference weights, tokenizer, score models, pairs,
-    prompts and the library version. Policy samples are cached under it (with the step count),
-    so two runs share them only when everything that determines them is the same."""
+    prompts, the library version and its source code. Policy samples are cached under it (with
+    the step count), so two runs share them only when everything that determines them is the
+    same."""
     from constrained_align import __version__
 
     settings = {k: v for k, v in to_dict(config).items() if k != "output"}
@@ -236,49 +259,53 @@ def run_tag(config: RunConfig, backend: CausalLMPolicy, scorer: SequenceScorer, 
         task.all_prompts.prompts,
         task.all_prompts.contexts,
         __version__,
+        code_fingerprint(),
     )
 
 
-def train_lm(config: RunConfig, output_dir: str | Path, *, resume: bool = False) -> dict[str, Any]:
-    """Train ``config.algorithm`` on a causal LM and write the run folder; returns the summary."""
+def train_lm(
+    config: RunConfig,
+    output_dir: str | Path,
+    *,
+    resume: bool = False,
+    dist: Reductions | None = None,
+) -> dict[str, Any]:
+    """Train ``config.algorithm`` on a causal LM and write the run folder; returns the summary.
+
+    Under ``accelerate launch`` every process runs this function (``dist`` defaults to the
+    launch's reductions); the main process alone writes the run folder.
+    """
     check_lm_config(config)
+    dist = dist or from_environment()
+    check_processes(config, dist)
     out = Path(output_dir)
-    state = _prepare_output(out, resume, config)
+    state = _prepare_output(out, resume, config, dist)
+    dist.barrier()  # every process has looked at the folder before the main one writes to it
     cache_dir = Path(config.output.cache_dir) if config.output.cache_dir else out / "cache"
     cache = DiskCache(cache_dir) if config.output.disk_cache else None
     started = time.perf_counter()
-    backend = build_policy(config, cache)
-    scorer = build_scorer(config, cache, progress=config.output.progress)
+    backend = build_policy(config, cache, dist)
+    scorer = build_scorer(config, cache, progress=config.output.progress and dist.is_main)
     task = build_task(config, backend)
     backend.run_tag = run_tag(config, backend, scorer, task)
-    _start_log(out, state, backend.run_tag)
-    write_text(out / "config.yaml", dump_yaml(config, with_docs=False))
-    ctx = RunContext(backend=backend, scorer=scorer, task=task, seed=config.seed)
+    _start_log(out, state, backend.run_tag, config, dist)
+    ctx = RunContext(backend=backend, scorer=scorer, task=task, seed=config.seed, dist=dist)
     log = RunLog(out, backend, ctx, config)
     ctx.log = log
     backend.on_step = lambda b: log.bar.update(1)
     if state is not None:
         backend.arm_resume(dict(state["backends"]))
         log.replay, log.replay_state = state["records"], state
-    eval_prompts = None
+    evaluate = _held_out_evaluation(config, backend, scorer, dist)
     summary: dict[str, Any] = {"algorithm": config.algorithm, "seed": config.seed}
-    if config.data.eval_prompts > 0:
-        eval_config = _eval_config(config)
-        eval_prompts = load_prompt_batch(eval_config, split="eval")
-        seed = config.seed + EVAL_SEED_OFFSET
-        summary["before"] = evaluate_policy(
-            backend, scorer, eval_prompts, reference=True, seed=seed
-        )
+    summary["before"] = evaluate(reference=True)
     train_start = time.perf_counter()
     result = algorithms.get(config.algorithm).train(config.train, ctx)
     log.close()
     summary["train_seconds"] = time.perf_counter() - train_start
-    if eval_prompts is not None:
-        seed = config.seed + EVAL_SEED_OFFSET
-        summary["after"] = evaluate_policy(
-            backend, scorer, eval_prompts, reference=False, seed=seed
-        )
-    _save_final(out / "final", backend, result)
+    summary["after"] = evaluate(reference=False)
+    lam = torch.tensor([result.lam if result.lam is not None else 0.0])
+    dist.check_in_sync("the trained weights and λ", [*backend.trainable(), lam])
     summary.update(
         {
             "lambda": result.lam,
@@ -287,11 +314,47 @@ def train_lm(config: RunConfig, output_dir: str | Path, *, resume: bool = False)
             "records": len(log.records),
             "extras": result.extras,
             "cache": None if cache is None else {"hits": cache.hits, "misses": cache.misses},
+            "processes": dist.world_size,
             "wall_seconds": time.perf_counter() - started,
         }
     )
-    write_json(out / "summary.json", summary)
+    summary = {k: v for k, v in summary.items() if v is not None or k == "lambda"}
+    if dist.is_main:
+        _save_final(out / "final", backend, result)
+        write_json(out / "summary.json", summary)
+    dist.barrier()
     return summary
+
+
+def check_processes(config: RunConfig, dist: Reductions) -> None:
+    """What a data-parallel launch needs: an online key and whole prompt shards."""
+    if dist.world_size == 1:
+        return
+    if algorithms.get(config.algorithm).family != "online":
+        raise ConfigError(
+            f"{config.algorithm} runs in one process; data-parallel launches "
+            "(accelerate launch with several processes) train the online keys"
+        )
+    if config.task.prompts_per_step % dist.world_size:
+        raise ConfigError(
+            f"task.prompts_per_step = {config.task.prompts_per_step} must be a multiple of the "
+            f"{dist.world_size} processes (each rolls out the same number of prompts)"
+        )
+
+
+def _held_out_evaluation(
+    config: RunConfig, backend: CausalLMPolicy, scorer: SequenceScorer, dist: Reductions
+) -> Any:
+    """``evaluate(reference=...)`` on the held-out prompts (None when ``eval_prompts`` is 0)."""
+    if config.data.eval_prompts <= 0:
+        return lambda reference: None
+    prompts = load_prompt_batch(_eval_config(config), split="eval")
+    seed = config.seed + EVAL_SEED_OFFSET
+
+    def evaluate(reference: bool) -> dict[str, float]:
+        return evaluate_policy(backend, scorer, prompts, reference=reference, seed=seed, dist=dist)
+
+    return evaluate
 
 
 def _eval_config(config: RunConfig) -> RunConfig:

@@ -21,6 +21,7 @@ from constrained_align.models.policy import load_causal_lm
 from constrained_align.models.score_model import ScoreModel
 from constrained_align.models.scorer import SequenceScorer, TextScorer
 from constrained_align.utils.cache import DiskCache
+from constrained_align.utils.distributed import Reductions, local_device
 
 TINY_SCORER_SEEDS = {"reward": 1, "cost": 2}
 
@@ -109,16 +110,17 @@ def check_lm_config(config: RunConfig) -> None:
             raise ConfigError(f"{path} must be at least 1, got {value}")
 
 
-def resolve_device(requested: str) -> str:
-    if requested == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return requested
+def build_policy(
+    config: RunConfig, cache: DiskCache | None, dist: Reductions | None = None
+) -> CausalLMPolicy:
+    """The policy backend: model (LoRA or full), tokenizer, lengths, sampling, optimizer.
 
-
-def build_policy(config: RunConfig, cache: DiskCache | None) -> CausalLMPolicy:
-    """The policy backend: model (LoRA or full), tokenizer, lengths, sampling, optimizer."""
+    Every data-parallel process builds the same weights (seeded); each samples from its own
+    generator (the run's seed plus its rank) and averages gradients through ``dist``.
+    """
     m, g = config.model, config.generation
-    device = resolve_device(m.device)
+    dist = dist or Reductions()
+    device = local_device(m.device)
     # flash-attention needs the model on CUDA: on CPU "auto" means sdpa.
     attn = "sdpa" if device == "cpu" and m.attn_implementation == "auto" else m.attn_implementation
     try:
@@ -157,8 +159,9 @@ def build_policy(config: RunConfig, cache: DiskCache | None) -> CausalLMPolicy:
         tokenizer,
         settings=settings,
         optim=config.train.optim,
-        seed=config.seed,
+        seed=config.seed + dist.rank,
         cache=cache,
+        reductions=dist,
     )
 
 

@@ -9,6 +9,7 @@ interrupted run leaves either a whole entry or none.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import pickle
@@ -33,6 +34,19 @@ def content_key(*parts: Any) -> str:
         else:
             digest.update(json.dumps(part, sort_keys=True, default=str).encode())
         digest.update(b"\x00")
+    return digest.hexdigest()
+
+
+@functools.cache
+def code_fingerprint() -> str:
+    """Hash of the library's own source files: a run tag that includes it never reuses samples
+    that an older version of the training code drew (the version number alone moves too
+    rarely for that)."""
+    package = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for path in sorted(package.rglob("*.py")):
+        digest.update(str(path.relative_to(package)).encode())
+        digest.update(path.read_bytes())
     return digest.hexdigest()
 
 
