@@ -93,6 +93,9 @@ class FullWeights:
         self.model.save_pretrained(folder, safe_serialization=True)
 
 
+FOLDED_FILE = "folded_adapters.pt"
+
+
 class LoraWeights:
     """A LoRA adapter ``adapter`` of a peft model; the reference is the adapter-free base."""
 
@@ -103,6 +106,7 @@ class LoraWeights:
         self.adapter = adapter
         self.forks = 0
         self.swapped = False  # the base weights hold a folded adapter (checkpoints keep them)
+        self.folded: list[dict[str, Any]] = []  # the adapters folded into the base, in order
         self.critics: list[str] = []  # adapter names of the critic trunks
 
     def _activate(self, name: str) -> None:
@@ -174,6 +178,11 @@ class LoraWeights:
             raise RuntimeError("cannot swap the reference of a base model shared by forks")
         if self.critics:
             raise RuntimeError("cannot swap the reference under critics that share the base")
+        self.folded.append(self._adapter_state(self.adapter))
+        self._fold()
+
+    @torch.no_grad()
+    def _fold(self) -> None:
         for layer in self._lora_layers():
             layer.base_layer.weight += layer.get_delta_weight(self.adapter)
             layer.lora_B[self.adapter].weight.zero_()
@@ -203,6 +212,7 @@ class LoraWeights:
         return {
             "adapter": self._adapter_state(self.adapter),
             "base": base,
+            "folded": list(self.folded),
             "critics": {a: self._adapter_state(a) for a in self.critics},
         }
 
@@ -213,6 +223,7 @@ class LoraWeights:
             if hasattr(layer, "lora_B") and name in state["base"]:
                 layer.base_layer.weight.copy_(state["base"][name])
         self.swapped = self.swapped or bool(state["base"])
+        self.folded = list(state.get("folded", self.folded))
         prefix = f"{self.adapter}_critic_"
         for adapter, tensors in state.get("critics", {}).items():
             if adapter not in self.critics:
@@ -220,4 +231,19 @@ class LoraWeights:
             self._load_adapter(adapter, tensors)
 
     def save(self, folder: str) -> None:
+        """The adapter in peft format, and after reference swaps (SACPO) the adapters folded
+        into the base, in order (``folded_adapters.pt``), which :meth:`load_folded` replays."""
         self.model.save_pretrained(folder, selected_adapters=[self.adapter])
+        if self.folded:
+            torch.save(self.folded, f"{folder}/{FOLDED_FILE}")
+
+    @torch.no_grad()
+    def load_folded(self, folded: list[dict[str, Any]]) -> None:
+        """Fold saved adapters into the base weights again, by the same operations that
+        folded them in training (so the base weights come out bit-identical)."""
+        kept = self._adapter_state(self.adapter)
+        for state in folded:
+            self._load_adapter(self.adapter, state)
+            self._fold()
+        self._load_adapter(self.adapter, kept)
+        self.folded = list(folded)

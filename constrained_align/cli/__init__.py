@@ -2,7 +2,8 @@
 
 list, show-config and testbed live here; ``train`` is in :mod:`.train_commands`,
 ``data check`` in :mod:`.data_commands`,
-``train-scorer`` and ``eval-scorer`` in :mod:`.scorer_commands`.
+``train-scorer`` and ``eval-scorer`` in :mod:`.scorer_commands`,
+``compare`` and ``eval`` in :mod:`.compare_commands`.
 """
 
 from __future__ import annotations
@@ -11,7 +12,12 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from constrained_align.cli import data_commands, scorer_commands, train_commands
+from constrained_align.cli import (
+    compare_commands,
+    data_commands,
+    scorer_commands,
+    train_commands,
+)
 from constrained_align.cli.common import add_set_argument, fail, user_error_types
 from constrained_align.config import ConfigError, dump_yaml
 
@@ -109,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     train_commands.add_parser(sub)
     data_commands.add_parser(sub)
     scorer_commands.add_parsers(sub)
+    compare_commands.add_parsers(sub)
     return parser
 
 

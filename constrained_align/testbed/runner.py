@@ -9,6 +9,7 @@ run calls.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -93,14 +94,23 @@ class TestbedResult:
         return len(self.history)
 
 
-def load_run_config(spec: str, overrides: dict[str, Any] | list[str] | None = None) -> RunConfig:
+def load_run_config(
+    spec: str,
+    overrides: dict[str, Any] | list[str] | None = None,
+    *,
+    merge: Mapping[str, Any] | None = None,
+) -> RunConfig:
     """A :class:`RunConfig` from a preset (``key:name``) or YAML path, with overrides applied.
 
     A YAML file may name ``base: <preset name>`` to start from another preset of the same key
     (e.g. ``tiny.yaml`` builds on ``testbed.yaml``); its own keys then override the base's.
+    ``merge`` (YAML-shaped sections, e.g. a comparison's shared ``model:`` and ``data:``) is
+    merged over the file before the overrides.
     """
     path = preset_path(spec)
     data = _with_base(path)
+    if merge:
+        data = merge_mappings(data, merge)
     key = data.get("algorithm")
     if key is None:
         raise ValueError(f"{path}: missing required key 'algorithm'")

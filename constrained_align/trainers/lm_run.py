@@ -24,6 +24,7 @@ from constrained_align.algorithms import RunContext
 from constrained_align.backends.causal_lm import CausalLMPolicy
 from constrained_align.backends.sequences import PromptBatch
 from constrained_align.config import ConfigError, RunConfig, dump_yaml, to_dict
+from constrained_align.models.policy import ModelPool
 from constrained_align.models.scorer import SequenceScorer
 from constrained_align.trainers.checkpoint import (
     Checkpointer,
@@ -136,14 +137,20 @@ class RunLog:
         self.bar.set_postfix_str(_postfix(record), refresh=False)
         self.checkpoints.maybe_save(self.records, self.ctx.primal_dual)
 
-    def _timings(self) -> dict[str, float]:
-        """Seconds generating, scoring and in optimizer steps since the previous record, and
-        generated tokens per second of generation (the policy and its forks together)."""
+    def totals(self) -> dict[str, float]:
+        """Seconds generating, scoring and in optimizer steps, and tokens generated, so far
+        in this process (the policy and its forks together)."""
         totals = {"generation": 0.0, "training": 0.0, "generated_tokens": 0.0}
         for backend in all_backends(self.backend):
             for key in totals:
                 totals[key] += backend.timers[key]
         totals["scoring"] = getattr(self.ctx.scorer, "seconds", 0.0)
+        return totals
+
+    def _timings(self) -> dict[str, float]:
+        """Seconds generating, scoring and in optimizer steps since the previous record, and
+        generated tokens per second of generation."""
+        totals = self.totals()
         delta = {k: v - self.last_totals.get(k, 0.0) for k, v in totals.items()}
         self.last_totals = totals
         out = {f"time/{k}": delta[k] for k in ("generation", "scoring", "training")}
@@ -269,11 +276,13 @@ def train_lm(
     *,
     resume: bool = False,
     dist: Reductions | None = None,
+    pool: ModelPool | None = None,
 ) -> dict[str, Any]:
     """Train ``config.algorithm`` on a causal LM and write the run folder; returns the summary.
 
     Under ``accelerate launch`` every process runs this function (``dist`` defaults to the
-    launch's reductions); the main process alone writes the run folder.
+    launch's reductions); the main process alone writes the run folder. A ``pool`` shares
+    loaded base models between the runs of one process (``compare``).
     """
     check_lm_config(config)
     dist = dist or from_environment()
@@ -284,7 +293,7 @@ def train_lm(
     cache_dir = Path(config.output.cache_dir) if config.output.cache_dir else out / "cache"
     cache = DiskCache(cache_dir) if config.output.disk_cache else None
     started = time.perf_counter()
-    backend = build_policy(config, cache, dist)
+    backend = build_policy(config, cache, dist, pool)
     scorer = build_scorer(config, cache, progress=config.output.progress and dist.is_main)
     task = build_task(config, backend)
     backend.run_tag = run_tag(config, backend, scorer, task)
@@ -315,6 +324,7 @@ def train_lm(
             "extras": result.extras,
             "cache": None if cache is None else {"hits": cache.hits, "misses": cache.misses},
             "processes": dist.world_size,
+            "timers": log.totals(),
             "wall_seconds": time.perf_counter() - started,
         }
     )

@@ -12,12 +12,12 @@ from constrained_align.backends.causal_lm import CausalLMPolicy, LMSettings
 from constrained_align.backends.lm_task import LMTask
 from constrained_align.backends.sampling import SamplingSettings
 from constrained_align.backends.sequences import PromptBatch
-from constrained_align.backends.weights import FullWeights, LoraWeights
+from constrained_align.backends.weights import FOLDED_FILE, FullWeights, LoraWeights
 from constrained_align.config import ConfigError, RunConfig
 from constrained_align.data import load_default, load_default_prompts, load_file
 from constrained_align.data.prompts import load_prompts
 from constrained_align.models.backbones import BackboneNotFoundError
-from constrained_align.models.policy import load_causal_lm
+from constrained_align.models.policy import ModelPool, load_causal_lm
 from constrained_align.models.score_model import ScoreModel
 from constrained_align.models.scorer import SequenceScorer, TextScorer
 from constrained_align.utils.cache import DiskCache
@@ -111,25 +111,20 @@ def check_lm_config(config: RunConfig) -> None:
 
 
 def build_policy(
-    config: RunConfig, cache: DiskCache | None, dist: Reductions | None = None
+    config: RunConfig,
+    cache: DiskCache | None,
+    dist: Reductions | None = None,
+    pool: ModelPool | None = None,
 ) -> CausalLMPolicy:
     """The policy backend: model (LoRA or full), tokenizer, lengths, sampling, optimizer.
 
     Every data-parallel process builds the same weights (seeded); each samples from its own
-    generator (the run's seed plus its rank) and averages gradients through ``dist``.
+    generator (the run's seed plus its rank) and averages gradients through ``dist``. With a
+    ``pool`` the base model is loaded once per process and copied.
     """
-    m, g = config.model, config.generation
+    m = config.model
     dist = dist or Reductions()
-    device = local_device(m.device)
-    # flash-attention needs the model on CUDA: on CPU "auto" means sdpa.
-    attn = "sdpa" if device == "cpu" and m.attn_implementation == "auto" else m.attn_implementation
-    try:
-        model, tokenizer = load_causal_lm(
-            m.policy, dtype=m.dtype, attn_implementation=attn, seed=config.seed
-        )
-    except OSError as err:
-        raise BackboneNotFoundError(f"model.policy: cannot load {m.policy!r}: {err}") from err
-    model.to(device)
+    model, tokenizer = _load_base(config, pool)
     if m.lora:
         from peft import LoraConfig, get_peft_model
 
@@ -147,21 +142,68 @@ def build_policy(
             raise ConfigError(f"model.lora_target_modules: {err}") from err
     else:
         weights = FullWeights(model)
-    settings = LMSettings(
+    return CausalLMPolicy(
+        weights,
+        tokenizer,
+        settings=lm_settings(config),
+        optim=config.train.optim,
+        seed=config.seed + dist.rank,
+        cache=cache,
+        reductions=dist,
+    )
+
+
+def _load_base(config: RunConfig, pool: ModelPool | None) -> tuple[Any, Any]:
+    m = config.model
+    device = local_device(m.device)
+    # flash-attention needs the model on CUDA: on CPU "auto" means sdpa.
+    attn = "sdpa" if device == "cpu" and m.attn_implementation == "auto" else m.attn_implementation
+    load = pool.load if pool is not None else load_causal_lm
+    try:
+        model, tokenizer = load(m.policy, dtype=m.dtype, attn_implementation=attn, seed=config.seed)
+    except OSError as err:
+        raise BackboneNotFoundError(f"model.policy: cannot load {m.policy!r}: {err}") from err
+    return model.to(device), tokenizer
+
+
+def lm_settings(config: RunConfig) -> LMSettings:
+    """Lengths, batching and sampling of a run's policy backend."""
+    m, g = config.model, config.generation
+    return LMSettings(
         max_prompt_tokens=m.max_prompt_tokens,
         max_response_tokens=m.max_response_tokens,
         chunk_size=m.chunk_size,
         inference_batch_size=m.inference_batch_size,
         sampling=SamplingSettings(g.max_new_tokens, g.sampling_temperature, g.top_p),
     )
+
+
+def load_trained_policy(
+    config: RunConfig, final: Path, cache: DiskCache | None, pool: ModelPool | None = None
+) -> CausalLMPolicy:
+    """The policy a run saved in ``final/`` over its reference: the base model with the saved
+    LoRA adapter (and any adapters SACPO folded into the base), or the saved full model with
+    the base as reference."""
+    base, tokenizer = _load_base(config, pool)
+    if config.model.lora:
+        from peft import PeftModel
+
+        weights: LoraWeights | FullWeights = LoraWeights(PeftModel.from_pretrained(base, final))
+        folded = final / FOLDED_FILE
+        if folded.is_file():
+            weights.load_folded(torch.load(folded, weights_only=False))
+    else:
+        from transformers import AutoModelForCausalLM
+
+        policy = AutoModelForCausalLM.from_pretrained(final, dtype=base.dtype).to(base.device)
+        weights = FullWeights(policy, reference=base)
     return CausalLMPolicy(
         weights,
         tokenizer,
-        settings=settings,
+        settings=lm_settings(config),
         optim=config.train.optim,
-        seed=config.seed + dist.rank,
+        seed=config.seed,
         cache=cache,
-        reductions=dist,
     )
 
 

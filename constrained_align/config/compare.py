@@ -1,0 +1,72 @@
+"""Settings of ``constrained-align compare`` and ``constrained-align eval``.
+
+A comparison trains several registry keys on the same policy, score models, prompts and cost
+limit, evaluates every resulting model (and the reference) on the same held-out prompts, and
+writes one report. Its preset (``compare:default``, ``compare:tiny`` or a YAML file) names the
+algorithms, the shared run settings and each key's budget.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from constrained_align.config.core import param
+
+Mode = Literal["greedy", "sampled"]
+
+
+@dataclass
+class PolicyEvalConfig:
+    """Held-out evaluation of a policy: three prompt sets of the embedded eval split."""
+
+    helpful_prompts: int = param(16, "HH-RLHF helpful-base prompts (reward, cost)")
+    harmful_prompts: int = param(
+        16, "harmful prompts, Safe RLHF's eval set and AdvBench (reward, cost, harmful ratio)"
+    )
+    xstest_prompts: int = param(16, "XSTest's safe prompts (over-refusal rate)")
+    max_new_tokens: int = param(48, "response length limit")
+    modes: list[Mode] = param(
+        ["greedy", "sampled"], "greedy decoding, and seeded sampling at sampling_temperature"
+    )
+    sampling_temperature: float = param(
+        1.0, "temperature of the sampled mode (the KL estimate needs 1: samples from π itself)"
+    )
+    seed: int = param(0, "seed of the prompt subsets and of the sampled mode")
+    examples: int = param(3, "example completions per model in the report (same prompts)")
+
+
+@dataclass
+class ScorerPlanConfig:
+    """The reward and cost models of a comparison: trained once on the embedded data and
+    cached (keyed by these settings and the data), or random tiny ones."""
+
+    backbone: str = param("minilm", "minilm | tiny-encoder | a local folder; or 'tiny' (random)")
+    overrides: list[str] = param(
+        [], "--set items for both score-model trainings (e.g. max_train_pairs=384)"
+    )
+    reward: str | None = param(None, "a saved reward-model folder to use instead of training")
+    cost: str | None = param(None, "a saved cost-model folder to use instead of training")
+
+
+@dataclass
+class CompareConfig:
+    """A comparison of algorithms at one cost limit and comparable budgets."""
+
+    algorithms: list[str] = param(
+        ["reference", "dpo", "ppo_lag", "grpo_lag", "c_dpo", "mocan", "sacpo", "safe_dpo"],
+        "registry keys, and 'reference' for the untrained model",
+    )
+    cost_limit: float = param(0.0, "the one constraint threshold every key is trained to")
+    seed: int = param(0, "seed of every run")
+    scorers: ScorerPlanConfig = param(ScorerPlanConfig(), "reward and cost models")
+    run: dict[str, Any] = param(
+        {}, "run-config sections (model, generation, data, task, output) shared by every key"
+    )
+    presets: dict[str, str] = param(
+        {}, "base preset per key (default '<key>:tiny'); `run` and `budgets` apply on top"
+    )
+    budgets: dict[str, list[str]] = param(
+        {}, "per key, --set items that size its training (steps, epochs, rounds)"
+    )
+    eval: PolicyEvalConfig = field(default_factory=PolicyEvalConfig)
