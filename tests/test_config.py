@@ -105,3 +105,11 @@ def test_partial_section_keeps_the_keys_own_defaults(tmp_path):
     assert config.train.dual.multiplier == "log_sgd"
     assert config.train.dual.lambda_max == 5.0
     assert config.train.dual.cost_limit == -1.0
+
+
+def test_exponent_without_a_dot_is_a_number_on_the_command_line():
+    """YAML 1.1 reads ``3e-4`` as a string; ``--set lr=3e-4`` must still mean 0.0003."""
+    config = load_run_config("dpo:testbed", ["lr=3e-4", "beta=1E-1"])
+    assert config.train.optim.lr == 3e-4 and config.train.beta == 0.1
+    with pytest.raises(ConfigError, match="expected a number"):
+        load_run_config("dpo:testbed", ["lr=3e-4x"])

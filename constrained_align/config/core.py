@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -283,6 +284,9 @@ def apply_overrides(obj: T, overrides: Mapping[str, Any] | list[str]) -> T:
     return obj
 
 
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+")
+
+
 def _split(text: str) -> tuple[str, Any]:
     if "=" not in text:
         raise ConfigError(f"override '{text}' must look like key=value")
@@ -291,6 +295,11 @@ def _split(text: str) -> tuple[str, Any]:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
+    if isinstance(value, str):
+        try:  # YAML 1.1 reads 3e-4 (no dot) as a string; on a command line it is a number
+            value = float(value) if _NUMBER.fullmatch(value.strip()) else value
+        except ValueError:
+            pass
     return key.strip(), value
 
 
