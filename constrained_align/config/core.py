@@ -295,11 +295,8 @@ def _split(text: str) -> tuple[str, Any]:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
-    if isinstance(value, str):
-        try:  # YAML 1.1 reads 3e-4 (no dot) as a string; on a command line it is a number
-            value = float(value) if _NUMBER.fullmatch(value.strip()) else value
-        except ValueError:
-            pass
+    if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+        value = float(value)  # YAML 1.1 reads 3e-4 (no dot) as a string; here it is a number
     return key.strip(), value
 
 
