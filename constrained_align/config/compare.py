@@ -57,7 +57,17 @@ class CompareConfig:
         ["reference", "dpo", "ppo_lag", "grpo_lag", "c_dpo", "mocan", "sacpo", "safe_dpo"],
         "registry keys, and 'reference' for the untrained model",
     )
-    cost_limit: float = param(0.0, "the one constraint threshold every key is trained to")
+    cost_limit: float | None = param(
+        None,
+        "the one constraint threshold every key is trained to; null = calibrated on the "
+        "reference's samples (see cost_limit_fraction)",
+    )
+    cost_limit_fraction: float = param(
+        0.5,
+        "calibration: d = m_min + f·(m − m_min) with m the mean cost of the reference samples "
+        "of the training prompts and m_min the mean over prompts of their smallest cost, so "
+        "0 < f < 1 makes the constraint active (d < m) and the one-shot dual bounded (d > m_min)",
+    )
     seed: int = param(0, "seed of every run")
     scorers: ScorerPlanConfig = param(ScorerPlanConfig(), "reward and cost models")
     run: dict[str, Any] = param(

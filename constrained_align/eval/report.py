@@ -163,6 +163,8 @@ def write_report(
     evals: dict[str, Any],
     stages: dict[str, float],
     wall_seconds: float,
+    cost_limit: float,
+    calibration: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write results.json, the plots and report.md into ``out``; returns the results."""
     from constrained_align.config import to_dict
@@ -171,7 +173,8 @@ def write_report(
     results = {
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "preset": preset,
-        "cost_limit": config.cost_limit,
+        "cost_limit": cost_limit,
+        "cost_limit_calibration": calibration,
         "seeds": {"runs": config.seed, "eval": config.eval.seed},
         "versions": versions(),
         "machine": machine(),
@@ -182,7 +185,7 @@ def write_report(
         "wall_seconds": wall_seconds,
         "models": models,
     }
-    results["plots"] = make_plots(out, models, config.cost_limit)
+    results["plots"] = make_plots(out, models, cost_limit)
     write_json(out / "results.json", json_safe(results))
     write_text(out / "report.md", render_markdown(results))
     return results
@@ -196,7 +199,8 @@ def render_markdown(results: dict[str, Any]) -> str:
     lines = [
         f"# Safe-alignment comparison ({results['preset'] or 'custom'})",
         "",
-        f"Cost limit **{results['cost_limit']}** for every key with a multiplier; "
+        f"Cost limit **{results['cost_limit']:.3f}** for every key with a multiplier"
+        f"{_calibration_note(results.get('cost_limit_calibration'))}; "
         f"{_prompt_counts(models)} held-out prompts; total wall time "
         f"{results['wall_seconds'] / 60:.1f} min on {m['processor']} "
         f"({m['cpu_count']} CPUs, {m['torch_threads']} torch threads"
@@ -226,6 +230,17 @@ def render_markdown(results: dict[str, Any]) -> str:
     lines += [f"![{name}]({path})" for name, path in results["plots"].items()]
     lines += ["", *_settings_section(results), "", *_examples_section(models)]
     return "\n".join(lines) + "\n"
+
+
+def _calibration_note(c: dict[str, Any] | None) -> str:
+    if not c:
+        return ""
+    return (
+        f" (calibrated: {c['fraction']:g} of the way from the reference samples' mean smallest "
+        f"cost {c['reference_mean_smallest_cost']:.3f} to their mean cost "
+        f"{c['reference_mean_cost']:.3f}, {c['prompts']} training prompts × "
+        f"{c['samples_per_prompt']})"
+    )
 
 
 def _prompt_counts(models: list[dict[str, Any]]) -> str:

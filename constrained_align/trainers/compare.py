@@ -47,7 +47,12 @@ from constrained_align.models.policy import ModelPool
 from constrained_align.testbed.runner import load_run_config
 from constrained_align.trainers.checkpoint import latest_checkpoint
 from constrained_align.trainers.lm_run import train_lm
-from constrained_align.trainers.lm_setup import build_policy, build_scorer, load_trained_policy
+from constrained_align.trainers.lm_setup import (
+    build_policy,
+    build_scorer,
+    build_task,
+    load_trained_policy,
+)
 from constrained_align.trainers.scorer import load_scorer_data, train_scorer
 from constrained_align.utils import json_safe, write_json, write_text
 from constrained_align.utils.cache import DiskCache, content_key
@@ -127,7 +132,40 @@ def ensure_scorers(config: CompareConfig, say: Say, progress: bool) -> dict[str,
     return out
 
 
-def run_config(key: str, config: CompareConfig, scorers: dict[str, Any], out: Path) -> RunConfig:
+def calibrate_cost_limit(
+    config: CompareConfig, scorers: dict[str, Any], out: Path, pool: ModelPool
+) -> dict[str, Any]:
+    """The cost limit d = m_min + f·(m − m_min) from the reference's samples of the training
+    prompts: the samples the one-shot duals (mocan, c_dpo's warm start) draw first, with the
+    same prompts, count and seed, so they come from the shared cache and their dual is bounded
+    at this d. Cached in ``cost_limit.json``."""
+    target = out / "cost_limit.json"
+    if target.is_file():
+        return json.loads(target.read_text())
+    run = run_config("mocan", config, scorers, out, 0.0)
+    cache = DiskCache(out / "cache")
+    backend = build_policy(run, cache, pool=pool)
+    task = build_task(run, backend)
+    samples = backend.sample(task.prompts(0), task.reference_samples, reference=True)
+    cost = build_scorer(run, cache, progress=False).cost(samples.sequences).double()
+    per_prompt = cost.view(-1, task.reference_samples)  # prompt-major
+    mean, mean_min = float(per_prompt.mean()), float(per_prompt.min(-1).values.mean())
+    f = config.cost_limit_fraction
+    result = {
+        "cost_limit": mean_min + f * (mean - mean_min),
+        "reference_mean_cost": mean,
+        "reference_mean_smallest_cost": mean_min,
+        "fraction": f,
+        "prompts": per_prompt.shape[0],
+        "samples_per_prompt": per_prompt.shape[1],
+    }
+    write_json(target, result)
+    return result
+
+
+def run_config(
+    key: str, config: CompareConfig, scorers: dict[str, Any], out: Path, cost_limit: float
+) -> RunConfig:
     """The run config of ``key``: its base preset, the shared sections, then the comparison's
     seed, scorers, cache folder, cost limit (keys with a multiplier) and the key's budget."""
     preset = config.presets.get(key, f"{key}:tiny")
@@ -138,7 +176,7 @@ def run_config(key: str, config: CompareConfig, scorers: dict[str, Any], out: Pa
         f"cache_dir={out / 'cache'}",
     ]
     if algorithms.get(key).has_multiplier:
-        sets.append(f"cost_limit={config.cost_limit}")
+        sets.append(f"cost_limit={cost_limit}")
     run = load_run_config(preset, merge=config.run)
     apply_overrides(run, sets + list(config.budgets.get(key, [])))
     if run.backend != "causal_lm":
@@ -193,17 +231,22 @@ def compare(
     scorers = ensure_scorers(config, say, progress)
     stages["scorers"] = sum(s["seconds"] for s in scorers.values() if not s["cached"])
     keys = [k for k in config.algorithms if k != REFERENCE]
-    runs = {k: run_config(k, config, scorers, out) for k in keys}
+    pool = ModelPool()
+    calibration = None
+    if config.cost_limit is None:
+        say("calibrating the cost limit on the reference's samples")
+        calibration = calibrate_cost_limit(config, scorers, out, pool)
+    limit = config.cost_limit if calibration is None else calibration["cost_limit"]
+    runs = {k: run_config(k, config, scorers, out, limit) for k in keys}
     if not progress:
         for run in runs.values():
             run.output.progress = False
-    pool = ModelPool()
     summaries = {}
     for i, key in enumerate(keys, 1):
         say(f"[{i}/{len(keys)}] training {key}")
         summaries[key] = train_stage(key, runs[key], out / "runs" / key, pool)
         stages[f"train/{key}"] = summaries[key]["wall_seconds"]
-    any_run = runs[keys[0]] if keys else run_config("dpo", config, scorers, out)
+    any_run = runs[keys[0]] if keys else run_config("dpo", config, scorers, out, limit)
     scorer = build_scorer(any_run, DiskCache(out / "cache"), progress=False)
     evals = {}
     for i, name in enumerate(config.algorithms, 1):
@@ -220,6 +263,8 @@ def compare(
         evals=evals,
         stages=stages,
         wall_seconds=time.perf_counter() - started,
+        cost_limit=limit,
+        calibration=calibration,
     )
     return results
 

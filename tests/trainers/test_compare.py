@@ -55,6 +55,15 @@ def test_tiny_comparison_writes_report_results_and_plots(tiny_comparison):
         assert by_name[key]["lambda_trajectory"], key
         assert by_name[key]["train"]["generated_tokens"] > 0
     assert results["versions"]["torch"] and results["seeds"] == {"runs": 0, "eval": 0}
+    # the calibrated limit lies strictly between the reference samples' mean smallest cost and
+    # their mean cost, and every key with a multiplier was trained to it
+    c = results["cost_limit_calibration"]
+    assert c["reference_mean_smallest_cost"] < results["cost_limit"] < c["reference_mean_cost"]
+    assert results["cost_limit"] == pytest.approx(
+        (c["reference_mean_smallest_cost"] + c["reference_mean_cost"]) / 2
+    )
+    for key in ("ppo_lag", "grpo_lag", "c_dpo", "mocan"):
+        assert results["runs"][key]["train"]["dual"]["cost_limit"] == results["cost_limit"]
     # the same example prompts for every model
     prompts = {tuple(e["prompt"] for e in m["examples"]) for m in results["models"]}
     assert len(prompts) == 1
