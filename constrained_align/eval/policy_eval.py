@@ -166,6 +166,8 @@ def evaluate_policy(
     config: PolicyEvalConfig,
     *,
     reference: bool = False,
+    progress: bool = False,
+    desc: str = "evaluating",
 ) -> dict[str, Any]:
     """Every mode's metrics (``eval``), per-answer scores (``scores``) and example answers.
 
@@ -175,9 +177,13 @@ def evaluate_policy(
         prompts: the held-out prompt sets (:func:`load_eval_prompts`).
         config: modes, lengths, seed, examples.
         reference: evaluate the backend's reference instead of its policy.
+        progress: show a progress bar (one tick per mode).
+        desc: the bar's label.
     """
+    from tqdm.auto import tqdm
+
     out: dict[str, Any] = {"eval": {}, "scores": {}, "examples": []}
-    for mode in config.modes:
+    for mode in tqdm(config.modes, desc=desc, unit="mode", disable=not progress):
         metrics, detail = evaluate_mode(backend, scorer, prompts, config, mode, reference=reference)
         out["eval"][mode] = metrics
         out["scores"][mode] = {"reward": detail["reward"], "cost": detail["cost"]}

@@ -196,7 +196,13 @@ def train_stage(key: str, run: RunConfig, folder: Path, pool: ModelPool) -> dict
 
 
 def eval_stage(
-    name: str, run: RunConfig, config: CompareConfig, out: Path, pool: ModelPool, scorer: Any
+    name: str,
+    run: RunConfig,
+    config: CompareConfig,
+    out: Path,
+    pool: ModelPool,
+    scorer: Any,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Evaluate the model ``name`` (``reference`` = the untrained base); cached as JSON."""
     target = out / "eval" / f"{name}.json"
@@ -208,7 +214,15 @@ def eval_stage(
     else:
         backend = load_trained_policy(run, out / "runs" / name / "final", cache, pool)
     prompts = load_eval_prompts(config.eval)
-    result = evaluate_policy(backend, scorer, prompts, config.eval, reference=name == REFERENCE)
+    result = evaluate_policy(
+        backend,
+        scorer,
+        prompts,
+        config.eval,
+        reference=name == REFERENCE,
+        progress=progress,
+        desc=f"evaluating {name}",
+    )
     result["prompts"] = prompts.sizes()
     write_json(target, result)
     return result
@@ -251,7 +265,8 @@ def compare(
     evals = {}
     for i, name in enumerate(config.algorithms, 1):
         say(f"[{i}/{len(config.algorithms)}] evaluating {name}")
-        evals[name] = eval_stage(name, runs.get(name, any_run), config, out, pool, scorer)
+        run = runs.get(name, any_run)
+        evals[name] = eval_stage(name, run, config, out, pool, scorer, progress)
         stages[f"eval/{name}"] = sum(m["seconds"] for m in evals[name]["eval"].values())
     results = write_report(
         out,
