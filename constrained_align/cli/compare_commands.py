@@ -15,7 +15,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         from constrained_align.trainers.compare_testbed import compare_testbed
 
         out = Path(args.output_dir or "runs/compare-testbed")
-        results = compare_testbed(args.algorithms, out, progress=not args.quiet)
+        compare_testbed(args.algorithms, out)
         print(f"report: {out / 'report.md'}; results: {out / 'results.json'}")
         return 0
     from constrained_align.trainers.compare import compare, load_compare_config

@@ -41,7 +41,7 @@ from constrained_align.config import (
     to_dict,
 )
 from constrained_align.config.compare import CompareConfig, PolicyEvalConfig
-from constrained_align.eval.policy_eval import evaluate_policy, load_eval_prompts
+from constrained_align.eval.policy_eval import EvalPrompts, evaluate_policy, load_eval_prompts
 from constrained_align.eval.report import write_report
 from constrained_align.models.policy import ModelPool
 from constrained_align.testbed.runner import load_run_config
@@ -202,18 +202,18 @@ def eval_stage(
     out: Path,
     pool: ModelPool,
     scorer: Any,
+    prompts: EvalPrompts,
     progress: bool = False,
 ) -> dict[str, Any]:
     """Evaluate the model ``name`` (``reference`` = the untrained base); cached as JSON."""
     target = out / "eval" / f"{name}.json"
     if target.is_file():
         return json.loads(target.read_text())
-    cache = DiskCache(out / "cache")
+    cache = scorer.cache
     if name == REFERENCE:
         backend = build_policy(run, cache, pool=pool)
     else:
         backend = load_trained_policy(run, out / "runs" / name / "final", cache, pool)
-    prompts = load_eval_prompts(config.eval)
     result = evaluate_policy(
         backend,
         scorer,
@@ -263,10 +263,11 @@ def compare(
     any_run = runs[keys[0]] if keys else run_config("dpo", config, scorers, out, limit)
     scorer = build_scorer(any_run, DiskCache(out / "cache"), progress=False)
     evals = {}
+    prompts = load_eval_prompts(config.eval)  # the same held-out prompts for every model
     for i, name in enumerate(config.algorithms, 1):
         say(f"[{i}/{len(config.algorithms)}] evaluating {name}")
         run = runs.get(name, any_run)
-        evals[name] = eval_stage(name, run, config, out, pool, scorer, progress)
+        evals[name] = eval_stage(name, run, config, out, pool, scorer, prompts, progress)
         stages[f"eval/{name}"] = sum(m["seconds"] for m in evals[name]["eval"].values())
     results = write_report(
         out,

@@ -72,9 +72,7 @@ def _row(model: dict[str, Any]) -> dict[str, float | None]:
     return {**model["eval"]["exact"], "lambda": model["lambda"], "seconds": model.get("seconds")}
 
 
-def compare_testbed(
-    keys: list[str] | None, output_dir: str | Path, *, progress: bool = True
-) -> dict[str, Any]:
+def compare_testbed(keys: list[str] | None, output_dir: str | Path) -> dict[str, Any]:
     """Train ``keys`` (default: every key) on Instance A and write the report into
     ``output_dir``; returns the results."""
     out = Path(output_dir)
