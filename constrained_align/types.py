@@ -1,10 +1,11 @@
 """Backend-agnostic containers and the two interfaces every algorithm is written against.
 
 An algorithm never sees a table or a tokenizer. It asks a :class:`PolicyBackend` to sample
-responses, to give token and sequence log-probs (with masks), to give critic values and to take
-an optimizer step, and it asks a :class:`Scorer` for reward and cost. Responses travel as an
-opaque ``Sequences`` handle that only the backend that made them (and scorers built for it)
-can read: index pairs on the tabular testbed, token ids and masks on a causal LM.
+responses, to give token and sequence log-probs (with masks), to make critics and give their
+values and to take an optimizer step, and it asks a :class:`Scorer` for reward and cost.
+Responses travel as an opaque ``Sequences`` handle that only the backend that made them (and
+scorers built for it) can read: index pairs on the tabular testbed, token ids and masks on a
+causal LM.
 
 Shapes: ``B`` rows (responses or pairs), ``T`` response tokens (``T = 1`` on the testbed).
 """
@@ -136,8 +137,12 @@ class PolicyBackend(Protocol):
         """Token log-probs of the responses; differentiable unless ``reference``."""
         ...
 
+    def add_critic(self, head: str) -> None:
+        """Create the named critic ("reward" or "cost") and give it to the optimizer."""
+        ...
+
     def values(self, sequences: Sequences, head: str) -> Tensor:
-        """``(B, T)`` critic values V(s_t) of the named value head ("reward" or "cost")."""
+        """``(B, T)`` critic values V(s_t) of a critic made by :meth:`add_critic`."""
         ...
 
     def step(self, closure: Callable[[], Tensor]) -> float:

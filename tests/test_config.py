@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
+from constrained_align.algorithms import load_run_config
 from constrained_align.config import ConfigError, apply_overrides, dump_yaml, param, preset_path
-from constrained_align.testbed import load_run_config
 
 
 @dataclass

@@ -4,10 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from constrained_align.algorithms import REGISTRY
+from constrained_align.algorithms import REGISTRY, load_run_config
 from constrained_align.cli import main
 from constrained_align.config import presets_root
-from constrained_align.testbed import load_run_config
 
 ROOT = Path(__file__).resolve().parents[1] / "algorithms"
 KEYS = {

@@ -18,10 +18,9 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from constrained_align.algorithms.common import logratios
-from constrained_align.algorithms.offline_config import OfflineConfig
+from constrained_align.algorithms.families import OfflineConfig
+from constrained_align.algorithms.pairs import logratios, train_labelled, unsafe_flags
 from constrained_align.algorithms.registry import Paper, RunContext, RunResult, register
-from constrained_align.algorithms.safe_dpo import train_labelled, unsafe_flags
 from constrained_align.config import param
 from constrained_align.losses import bfpo_targets, ipo_squared_loss
 from constrained_align.types import PairBatch

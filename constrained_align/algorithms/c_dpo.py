@@ -19,20 +19,12 @@ from dataclasses import dataclass
 
 import torch
 
-from constrained_align.algorithms.common import (
-    cost_range,
-    draw_labels,
-    lagrangian_label,
-    make_primal_dual,
-    observe_on_policy_cost,
-    one_shot_lambda,
-    pair_scores,
-    train_dpo,
-)
-from constrained_align.algorithms.offline_config import OfflineConfig
+from constrained_align.algorithms.duals import warm_started_primal_dual
+from constrained_align.algorithms.families import OfflineConfig
+from constrained_align.algorithms.pairs import pair_scores, relabel, train_dpo
 from constrained_align.algorithms.registry import Paper, RunContext, RunResult, register
 from constrained_align.config import DualConfig, param
-from constrained_align.primal_dual import PrimalDual
+from constrained_align.types import weighted_mean
 
 
 @dataclass
@@ -50,41 +42,6 @@ class CDPOConfig(OfflineConfig):
     )
 
 
-def relabel_round(
-    ctx: RunContext, batches: list, lam: float, config: OfflineConfig, generator: torch.Generator
-) -> list:
-    """Pairs with ``extra['label']`` drawn from σ(Δr_λ / T) (soft or one Bernoulli draw)."""
-    return [
-        b.with_extra(
-            label=draw_labels(
-                lagrangian_label(b, lam, temperature=config.temperature),
-                config.label_mode,
-                generator,
-            )
-        )
-        for b in batches
-    ]
-
-
-def initial_primal_dual(
-    ctx: RunContext,
-    config: CDPOConfig | OfflineConfig,
-    batches: list,
-    dual: DualConfig,
-    warm_start: bool,
-) -> tuple[PrimalDual, float | None]:
-    """The PrimalDual, warm-started at the one-shot λ̂ when asked; also returns λ̂."""
-    lam0 = None
-    if warm_start:
-        lam0 = one_shot_lambda(
-            ctx, beta=config.beta, cost_limit=dual.cost_limit, max_value=dual.lambda_max
-        )
-    pd = ctx.watch(
-        make_primal_dual(dual, beta=config.beta, cost_range=cost_range(batches), init=lam0)
-    )
-    return pd, lam0
-
-
 @register(
     "c_dpo",
     config=CDPOConfig,
@@ -98,25 +55,33 @@ def initial_primal_dual(
 def train(config: CDPOConfig, ctx: RunContext) -> RunResult:
     """Outer rounds of (relabel at λ → DPO → on-policy cost → dual step)."""
     batches = [pair_scores(ctx, b) for b in ctx.task.pair_batches(0)]
-    pd, lam0 = initial_primal_dual(ctx, config, batches, config.dual, config.warm_start)
+    pd, lam0 = warm_started_primal_dual(ctx, config.beta, batches, config.dual, config.warm_start)
     generator = torch.Generator().manual_seed(ctx.seed)
     history: list[dict[str, float]] = []
     lam = pd.lam()
     for round_ in range(config.rounds):
         lam = pd.lam()
-        labelled = relabel_round(ctx, batches, lam, config, generator)
-        train_dpo(
+
+        def on_policy_cost(round_: int = round_) -> dict[str, float]:
+            """Sample the trained policy, score the cost, feed the multiplier's estimator."""
+            samples = ctx.backend.sample(ctx.task.prompts(round_), ctx.task.samples_per_prompt)
+            cost = ctx.scorer.cost(samples.sequences).detach()
+            pd.observe("cost", cost, samples.weight)
+            estimate = float(weighted_mean(cost, samples.weight))
+            violation = estimate - config.dual.cost_limit
+            return {"constraint/cost_estimate": estimate, "constraint/violation": violation}
+
+        record = train_dpo(
             ctx,
-            labelled,
+            relabel(batches, lam, config, generator),
             beta=config.beta,
             epochs=config.epochs,
             history=history,
             stage=f"round {round_}",
             extra_metrics={"dual/lambda": lam},
+            finish=on_policy_cost,
         )
-        cost = observe_on_policy_cost(ctx, pd, round_)
-        violation = cost - config.dual.cost_limit
-        history[-1].update({"constraint/cost_estimate": cost, "constraint/violation": violation})
+        violation = record["constraint/violation"]
         if abs(violation) < config.tol or (lam == 0.0 and violation <= 0):
             break
         pd.step(round_)

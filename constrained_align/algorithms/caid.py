@@ -12,15 +12,12 @@ from dataclasses import dataclass
 
 import torch
 
-from constrained_align.algorithms.c_dpo import initial_primal_dual, relabel_round
-from constrained_align.algorithms.common import (
-    observe_on_policy_cost,
-    pair_scores,
-    train_dpo,
-)
-from constrained_align.algorithms.offline_config import OfflineConfig
+from constrained_align.algorithms.duals import warm_started_primal_dual
+from constrained_align.algorithms.families import OfflineConfig
+from constrained_align.algorithms.pairs import pair_scores, relabel, train_dpo
 from constrained_align.algorithms.registry import Paper, RunContext, RunResult, register
 from constrained_align.config import DualConfig, param
+from constrained_align.types import weighted_mean
 
 
 @dataclass
@@ -46,15 +43,18 @@ class CAIDConfig(OfflineConfig):
 def train(config: CAIDConfig, ctx: RunContext) -> RunResult:
     """T iterations of (on-policy cost → dual step → relabel → DPO epochs)."""
     batches = [pair_scores(ctx, b) for b in ctx.task.pair_batches(0)]
-    pd, lam0 = initial_primal_dual(ctx, config, batches, config.dual, config.warm_start)
+    pd, lam0 = warm_started_primal_dual(ctx, config.beta, batches, config.dual, config.warm_start)
     generator = torch.Generator().manual_seed(ctx.seed)
     history: list[dict[str, float]] = []
     for t in range(config.iterations):
-        cost = observe_on_policy_cost(ctx, pd, t)
+        samples = ctx.backend.sample(ctx.task.prompts(t), ctx.task.samples_per_prompt)
+        costs = ctx.scorer.cost(samples.sequences).detach()
+        pd.observe("cost", costs, samples.weight)  # the on-policy cost of π_θt
+        cost = float(weighted_mean(costs, samples.weight))
         if t > 0 or not config.warm_start:
             pd.step(t)
         lam = pd.lam()
-        labelled = relabel_round(ctx, batches, lam, config, generator)
+        labelled = relabel(batches, lam, config, generator)
         train_dpo(
             ctx,
             labelled,

@@ -13,8 +13,8 @@ from typing import Literal
 
 import torch
 
-from constrained_align.algorithms.common import train_dpo
-from constrained_align.algorithms.offline_config import OfflineConfig
+from constrained_align.algorithms.families import OfflineConfig
+from constrained_align.algorithms.pairs import train_dpo
 from constrained_align.algorithms.registry import Paper, RunContext, RunResult, register
 from constrained_align.config import param
 from constrained_align.types import PairBatch

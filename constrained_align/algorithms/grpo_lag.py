@@ -18,23 +18,25 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-from constrained_align.algorithms.common import make_primal_dual
-from constrained_align.algorithms.online import (
+from constrained_align.algorithms.families import (
     KLPlacement,
     OnlineConfig,
+    safe_rlhf_dual,
+)
+from constrained_align.algorithms.registry import Paper, RunContext, RunResult, register
+from constrained_align.algorithms.rollout import (
     ppo_update,
     ptx_batch,
     rollout,
     rollout_metrics,
-    safe_rlhf_dual,
 )
-from constrained_align.algorithms.registry import Paper, RunContext, RunResult, register
 from constrained_align.config import DualConfig, param
 from constrained_align.losses import (
     group_relative_advantages,
     kl_penalty_loss,
     lagrangian_advantages,
 )
+from constrained_align.primal_dual import make_primal_dual
 from constrained_align.types import Samples
 
 

@@ -16,21 +16,12 @@ from dataclasses import dataclass
 
 import torch
 
-from constrained_align.algorithms.c_dpo import relabel_round
-from constrained_align.algorithms.common import (
-    exact_dual_step,
-    make_primal_dual,
-    pair_scores,
-    reference_importance,
-    train_dpo,
-)
-from constrained_align.algorithms.offline_config import OfflineConfig
-from constrained_align.algorithms.registry import Paper, RunContext, RunResult, register
+from constrained_align.algorithms.duals import exact_dual_step, reference_importance
+from constrained_align.algorithms.families import CAN_PAPER, OfflineConfig
+from constrained_align.algorithms.pairs import pair_scores, relabel, train_dpo
+from constrained_align.algorithms.registry import RunContext, RunResult, register
 from constrained_align.config import DualConfig, param
-
-CAN_PAPER = Paper(
-    "One-Shot Safety Alignment for Large Language Models via Optimal Dualization", "2405.19544"
-)
+from constrained_align.primal_dual import make_primal_dual
 
 
 @dataclass
@@ -58,7 +49,7 @@ def train(config: MoCANConfig, ctx: RunContext) -> RunResult:
     exact_dual_step(pd, estimate, cost_limit=config.dual.cost_limit)
     lam = pd.lam()
     batches = [pair_scores(ctx, b) for b in ctx.task.pair_batches(0)]
-    labelled = relabel_round(ctx, batches, lam, config, torch.Generator().manual_seed(ctx.seed))
+    labelled = relabel(batches, lam, config, torch.Generator().manual_seed(ctx.seed))
     history: list[dict[str, float]] = []
     train_dpo(
         ctx,

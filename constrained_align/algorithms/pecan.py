@@ -22,17 +22,12 @@ from typing import Literal
 
 import torch
 
-from constrained_align.algorithms.common import (
-    draw_labels,
-    exact_dual_step,
-    importance_from_samples,
-    make_primal_dual,
-    train_dpo,
-)
-from constrained_align.algorithms.mocan import CAN_PAPER
-from constrained_align.algorithms.offline_config import OfflineConfig
-from constrained_align.algorithms.registry import Paper, RunContext, RunResult, register
+from constrained_align.algorithms.duals import exact_dual_step, importance_from_samples
+from constrained_align.algorithms.families import CAN_PAPER, OfflineConfig
+from constrained_align.algorithms.pairs import draw_labels, train_dpo
+from constrained_align.algorithms.registry import RunContext, RunResult, register
 from constrained_align.config import ConfigError, DualConfig, param
+from constrained_align.primal_dual import make_primal_dual
 from constrained_align.types import PolicyBackend, Sequences
 
 
@@ -79,7 +74,7 @@ def pre_align(
     "pecan",
     config=PeCANConfig,
     family="offline",
-    paper=Paper(CAN_PAPER.title, CAN_PAPER.arxiv),
+    paper=CAN_PAPER,
     summary="two pre-aligned DPO models as implicit reward/cost, one-shot dual, DPO",
     has_multiplier=True,
 )

@@ -14,23 +14,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from constrained_align.algorithms.common import make_primal_dual
-from constrained_align.algorithms.online import (
+from constrained_align.algorithms.families import (
+    SAFE_RLHF,
     KLPlacement,
     OnlineConfig,
+    safe_rlhf_dual,
+)
+from constrained_align.algorithms.registry import RunContext, RunResult, register
+from constrained_align.algorithms.rollout import (
     advantages,
     ppo_update,
     ptx_batch,
     rollout,
     rollout_metrics,
-    safe_rlhf_dual,
     token_signals,
 )
-from constrained_align.algorithms.registry import Paper, RunContext, RunResult, register
 from constrained_align.config import DualConfig, param
 from constrained_align.losses import lagrangian_advantages
-
-SAFE_RLHF = Paper("Safe RLHF: Safe Reinforcement Learning from Human Feedback", "2310.12773")
+from constrained_align.primal_dual import make_primal_dual
 
 
 @dataclass
@@ -57,6 +58,8 @@ class PPOLagConfig(OnlineConfig):
 def train(config: PPOLagConfig, ctx: RunContext) -> RunResult:
     """Rollout → score → dual step → PPO epochs → log, ``config.steps`` times."""
     pd = ctx.watch(make_primal_dual(config.dual, beta=config.beta))
+    ctx.backend.add_critic("reward")
+    ctx.backend.add_critic("cost")
     history: list[dict[str, float]] = []
     for step in range(config.steps):
         ro = rollout(ctx, step)

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from constrained_align.algorithms.common import make_primal_dual
-from constrained_align.algorithms.online import (
+from constrained_align.algorithms.families import (
+    SAFE_RLHF,
     OnlineConfig,
+)
+from constrained_align.algorithms.registry import RunContext, RunResult, register
+from constrained_align.algorithms.rollout import (
     advantages,
     ppo_update,
     ptx_batch,
@@ -19,9 +22,8 @@ from constrained_align.algorithms.online import (
     rollout_metrics,
     token_signals,
 )
-from constrained_align.algorithms.ppo_lag import SAFE_RLHF
-from constrained_align.algorithms.registry import RunContext, RunResult, register
 from constrained_align.config import DualConfig, param
+from constrained_align.primal_dual import make_primal_dual
 
 
 @dataclass
@@ -46,6 +48,7 @@ class PPOShapingConfig(OnlineConfig):
 def train(config: PPOShapingConfig, ctx: RunContext) -> RunResult:
     """Rollout → shaped reward → PPO epochs → log."""
     pd = ctx.watch(make_primal_dual(config.dual, beta=config.beta))
+    ctx.backend.add_critic("reward")
     nu = pd.lam()
     history: list[dict[str, float]] = []
     for step in range(config.steps):

@@ -1,17 +1,21 @@
-"""The registry: the single source of truth of which algorithms exist.
+"""The registry: the single source of truth of which algorithms exist, and their contract.
 
 Each key maps to its config dataclass, family, paper and status, and to a ``train`` function
-``train(config, ctx) -> RunResult``. The top-level ``algorithms/<key>/`` folders (card, tiny and
-paper presets) are kept one-to-one with this table by a test.
+``train(config, ctx) -> RunResult``: :class:`RunContext` is everything a train function may
+use, :class:`RunResult` what it leaves. For each backend, :meth:`AlgorithmSpec.run_config_class`
+is the run config whose ``train`` section has the key's config type. The top-level
+``algorithms/<key>/`` folders (card, testbed, tiny and paper presets) are kept one-to-one with
+this table by a test.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from constrained_align.config import ConfigError
+from constrained_align.config import RUN_CONFIGS, ConfigError, RunConfig
 from constrained_align.primal_dual import PrimalDual
 from constrained_align.types import PolicyBackend, Scorer, Task
 from constrained_align.utils.distributed import Reductions
@@ -79,6 +83,27 @@ class AlgorithmSpec:
     train: Callable[[Any, RunContext], RunResult]
     has_multiplier: bool
     summary: str
+    _run_configs: dict[str, type[RunConfig]] = field(default_factory=dict, repr=False)
+
+    def run_config_class(self, backend: str) -> type[RunConfig]:
+        """The run config of this key on ``backend`` (``testbed`` or ``causal_lm``): the
+        backend's run config with ``train`` typed as this key's config class (made once, so
+        two loads of the same run compare equal)."""
+        if backend not in RUN_CONFIGS:
+            raise ConfigError(f"unknown backend {backend!r}; valid: {', '.join(RUN_CONFIGS)}")
+        if backend not in self._run_configs:
+            base = RUN_CONFIGS[backend]
+            train = field(
+                default_factory=self.config_class,
+                metadata={"doc": f"the settings of {self.key} ({self.config_class.__name__})"},
+            )
+            name = f"{self.config_class.__name__.removesuffix('Config')}{base.__name__}"
+            cls = dataclasses.make_dataclass(
+                name, [("train", self.config_class, train)], bases=(base,)
+            )
+            cls.__module__ = base.__module__
+            self._run_configs[backend] = cls
+        return self._run_configs[backend]
 
 
 REGISTRY: dict[str, AlgorithmSpec] = {}

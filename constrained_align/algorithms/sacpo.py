@@ -12,15 +12,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from constrained_align.algorithms.common import (
-    make_primal_dual,
-    one_shot_lambda,
-    rows_with,
-    train_dpo,
-)
-from constrained_align.algorithms.offline_config import OfflineConfig
+from constrained_align.algorithms.duals import one_shot_lambda
+from constrained_align.algorithms.families import OfflineConfig
+from constrained_align.algorithms.pairs import rows_with, train_dpo
 from constrained_align.algorithms.registry import Paper, RunContext, RunResult, register
 from constrained_align.config import ConfigError, DualConfig, param
+from constrained_align.primal_dual import make_primal_dual
 
 
 @dataclass

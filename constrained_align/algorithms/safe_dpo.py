@@ -10,21 +10,14 @@ optimum (Prop. 4.4) but drives unsafe log-ratios down faster. There is no λ.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
-import torch
 from torch import Tensor
 
-from constrained_align.algorithms.common import (
-    LossFn,
-    fill_labels_from_scores,
-    logratios,
-    rows_with,
-    train_pairs,
-)
-from constrained_align.algorithms.offline_config import OfflineConfig
+from constrained_align.algorithms.families import OfflineConfig
+from constrained_align.algorithms.pairs import logratios, train_labelled, unsafe_flags
 from constrained_align.algorithms.registry import Paper, RunContext, RunResult, register
-from constrained_align.config import ConfigError, param
+from constrained_align.config import param
 from constrained_align.losses import safe_dpo_loss
 from constrained_align.types import PairBatch
 
@@ -39,35 +32,6 @@ class SafeDPOConfig(OfflineConfig):
         "pairs lacking a helpfulness or a safety label: fill it from the score models "
         "(P(better) = σ(r_1 − r_0), safe ⇔ c ≤ 0) or leave the pair out",
     )
-
-
-def labelled_pairs(ctx: RunContext, missing_labels: str) -> list[PairBatch]:
-    """Pairs with a helpfulness label and both safety labels (filled or filtered)."""
-    batches = ctx.task.pair_batches(0)
-    if missing_labels == "score":
-        batches = fill_labels_from_scores(ctx, batches)
-    batches = rows_with(batches, "better_id", "safe_0", "safe_1")
-    if not batches:
-        raise ConfigError(
-            "no pair has a helpfulness label and safety labels on both responses; "
-            "set missing_labels: score to fill them from the reward and cost models"
-        )
-    return batches
-
-
-def train_labelled(ctx: RunContext, loss_fn: LossFn, config: Any, *, stage: str) -> RunResult:
-    """``config.epochs`` epochs of ``loss_fn`` on :func:`labelled_pairs` (no multiplier)."""
-    history: list[dict[str, float]] = []
-    batches = labelled_pairs(ctx, config.missing_labels)
-    train_pairs(ctx, batches, loss_fn, epochs=config.epochs, history=history, stage=stage)
-    return RunResult(lam=None, history=history)
-
-
-def unsafe_flags(pairs: PairBatch) -> tuple[Tensor, Tensor]:
-    """h = 1[unsafe] of both responses; SafeDPO needs every response labelled."""
-    if torch.isnan(pairs.safe_0).any() or torch.isnan(pairs.safe_1).any():
-        raise ValueError("safe_dpo needs per-response safety labels on every pair")
-    return 1.0 - pairs.safe_0, 1.0 - pairs.safe_1
 
 
 @register(

@@ -1,1 +1,5 @@
-"""Policy backends: the tabular testbed backend (the causal-LM backend comes next)."""
+"""Policy backends: what an algorithm asks a policy to do (sample, log-probs, critic values,
+optimizer steps, state), implemented twice — :mod:`.tabular` for the closed-form testbed and
+:mod:`.causal_lm` for transformers causal LMs. The algorithms see only the
+:class:`~constrained_align.types.PolicyBackend` interface.
+"""

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from constrained_align.config import OptimConfig
+from constrained_align.config import TESTBED_LR, OptimConfig
 from constrained_align.types import LogProbs, Samples
 
 DTYPE = torch.float64
@@ -85,7 +85,7 @@ class TabularPolicy:
         )
         self.rho = rho / rho.sum()
         self.mode: Mode = mode
-        self.optim_config = optim or OptimConfig()
+        self.optim_config = (optim or OptimConfig()).resolved(lr=TESTBED_LR, critic_lr=TESTBED_LR)
         self.generator = torch.Generator().manual_seed(seed)
         self.logits = torch.nn.Parameter(self.ref_logp.clone())
         self.value_heads = {
@@ -147,6 +147,12 @@ class TabularPolicy:
         """Log-probs as ``(B, 1)`` token tensors (one token per response)."""
         table = self.ref_logp if reference else self.log_probs_table()
         return self._gather(table, sequences)
+
+    def add_critic(self, head: str) -> None:
+        """Make critic ``head`` available. The tabular backend holds one value per prompt for
+        ``reward`` and ``cost`` from the start (they train only when a loss reads them)."""
+        if head not in self.value_heads:
+            raise ValueError(f"the tabular backend has critics {sorted(self.value_heads)}")
 
     def values(self, sequences: TabularSequences, head: str) -> Tensor:
         """``(B, 1)`` value of the prompt state under the named critic."""

@@ -1,9 +1,8 @@
 """The ``constrained-align`` command.
 
-list, show-config and testbed live here; ``train`` is in :mod:`.train_commands`,
-``data check`` in :mod:`.data_commands`,
-``train-scorer`` and ``eval-scorer`` in :mod:`.scorer_commands`,
-``compare`` and ``eval`` in :mod:`.compare_commands`.
+``list``, ``show-config`` and ``testbed`` live here; ``train`` is in :mod:`.train`,
+``data check`` in :mod:`.data`, ``train-scorer`` and ``eval-scorer`` in :mod:`.scoring`,
+``compare`` and ``eval`` in :mod:`.compare`.
 """
 
 from __future__ import annotations
@@ -12,12 +11,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from constrained_align.cli import (
-    compare_commands,
-    data_commands,
-    scorer_commands,
-    train_commands,
-)
+from constrained_align.cli import compare, data, scoring, train
 from constrained_align.cli.common import add_set_argument, fail, user_error_types
 from constrained_align.config import ConfigError, dump_yaml
 
@@ -37,7 +31,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_show_config(args: argparse.Namespace) -> int:
-    from constrained_align.testbed.runner import load_run_config
+    from constrained_align.algorithms import load_run_config
 
     config = load_run_config(args.config, args.set)
     sys.stdout.write(dump_yaml(config, with_docs=not args.no_docs))
@@ -49,7 +43,7 @@ def _cmd_show_config(args: argparse.Namespace) -> int:
 def _cmd_testbed(args: argparse.Namespace) -> int:
     from constrained_align.algorithms import REGISTRY
     from constrained_align.testbed import generated, instance_a
-    from constrained_align.testbed.report import compare, format_table, plot_lambdas
+    from constrained_align.testbed.report import format_table, plot_lambdas, run_keys
 
     keys = args.algorithms or sorted(REGISTRY, key=lambda k: (REGISTRY[k].family, k))
     unknown = [k for k in keys if k not in REGISTRY]
@@ -64,7 +58,7 @@ def _cmd_testbed(args: argparse.Namespace) -> int:
         )
     overrides = {"mode": args.mode} if args.mode else {}
     print(f"Testbed: {name}; λ* = {bandit.lambda_star():.6f}")
-    rows = compare(keys, bandit, **overrides)
+    rows = run_keys(keys, bandit, **overrides)
     print(format_table(rows))
     missed = [row.key for row in rows if not row.met]
     print(
@@ -112,10 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", metavar="PNG", help="write the λ trajectories to this PNG")
     p.set_defaults(func=_cmd_testbed)
 
-    train_commands.add_parser(sub)
-    data_commands.add_parser(sub)
-    scorer_commands.add_parsers(sub)
-    compare_commands.add_parsers(sub)
+    train.add_parser(sub)
+    data.add_parser(sub)
+    scoring.add_parsers(sub)
+    compare.add_parsers(sub)
     return parser
 
 

@@ -1,5 +1,14 @@
-"""Configs: documented dataclasses, strict YAML loading, dotted overrides, preset lookup."""
+"""Configs: documented dataclasses, strict YAML loading, dotted overrides, preset lookup.
 
+- :mod:`.core` — strict loading (unknown key → the key, the file and the closest valid key);
+- :mod:`.presets` — the one preset lookup (``c_dpo:tiny``, ``compare:default``, a YAML path);
+- :mod:`.sections` — what every algorithm's ``train`` section shares: the dual, the optimizer;
+- :mod:`.runs` — run configs, one type per backend (testbed, causal LM) and their sections;
+- :mod:`.scoring` — training a reward or cost model;
+- :mod:`.compare` — a comparison and the held-out policy evaluation.
+"""
+
+from constrained_align.config.compare import CompareConfig, PolicyEvalConfig
 from constrained_align.config.core import (
     ConfigError,
     apply_overrides,
@@ -14,42 +23,65 @@ from constrained_align.config.core import (
     resolve_key,
     to_dict,
 )
-from constrained_align.config.lm import (
+from constrained_align.config.presets import (
+    COMPARE,
+    compare_presets_root,
+    preset_path,
+    presets_root,
+)
+from constrained_align.config.runs import (
+    RUN_CONFIGS,
     DataConfig,
     GenerationConfig,
+    LMRunConfig,
+    LMTaskConfig,
     OutputConfig,
     PolicyConfig,
+    RunConfig,
     ScorersConfig,
-    TaskConfig,
+    TestbedConfig,
+    TestbedRunConfig,
+    TestbedTaskConfig,
 )
-from constrained_align.config.presets import preset_path, presets_root
-from constrained_align.config.schema import (
+from constrained_align.config.scoring import ScorerConfig
+from constrained_align.config.sections import (
+    LM_CRITIC_LR,
+    LM_LR,
+    TESTBED_LR,
     DualConfig,
     MultiplierName,
     OptimConfig,
     PIDConfig,
-    RunConfig,
-    TestbedConfig,
 )
-from constrained_align.config.scorer import ScorerConfig
 
 __all__ = [
+    "COMPARE",
+    "LM_CRITIC_LR",
+    "LM_LR",
+    "RUN_CONFIGS",
+    "TESTBED_LR",
+    "CompareConfig",
     "ConfigError",
     "DataConfig",
     "DualConfig",
     "GenerationConfig",
+    "LMRunConfig",
+    "LMTaskConfig",
     "MultiplierName",
     "OptimConfig",
     "OutputConfig",
     "PIDConfig",
     "PolicyConfig",
+    "PolicyEvalConfig",
     "RunConfig",
     "ScorerConfig",
     "ScorersConfig",
-    "TaskConfig",
     "TestbedConfig",
+    "TestbedRunConfig",
+    "TestbedTaskConfig",
     "apply_overrides",
     "coerce",
+    "compare_presets_root",
     "dump_yaml",
     "field_docs",
     "from_dict",

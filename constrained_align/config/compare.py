@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from constrained_align.config.core import param
+from constrained_align.config.runs import ScorersConfig
+from constrained_align.config.scoring import ScorerConfig
 
 Mode = Literal["greedy", "sampled"]
 
@@ -37,19 +39,6 @@ class PolicyEvalConfig:
 
 
 @dataclass
-class ScorerPlanConfig:
-    """The reward and cost models of a comparison: trained once on the embedded data and
-    cached (keyed by these settings and the data), or random tiny ones."""
-
-    backbone: str = param("minilm", "minilm | tiny-encoder | a local folder; or 'tiny' (random)")
-    overrides: list[str] = param(
-        [], "--set items for both score-model trainings (e.g. max_train_pairs=384)"
-    )
-    reward: str | None = param(None, "a saved reward-model folder to use instead of training")
-    cost: str | None = param(None, "a saved cost-model folder to use instead of training")
-
-
-@dataclass
 class CompareConfig:
     """A comparison of algorithms at one cost limit and comparable budgets."""
 
@@ -69,14 +58,26 @@ class CompareConfig:
         "0 < f < 1 makes the constraint active (d < m) and the one-shot dual bounded (d > m_min)",
     )
     seed: int = param(0, "seed of every run")
-    scorers: ScorerPlanConfig = param(ScorerPlanConfig(), "reward and cost models")
+    scorers: ScorersConfig = param(
+        ScorersConfig(reward=None, cost=None),
+        "saved reward and cost models, or 'tiny'; null = trained with scorer_training (once, "
+        "then kept in the user cache)",
+    )
+    scorer_training: ScorerConfig = param(
+        ScorerConfig(backbone="minilm"),
+        "how a null reward or cost model is trained ('kind' is set per model)",
+    )
     run: dict[str, Any] = param(
-        {}, "run-config sections (model, generation, data, task, output) shared by every key"
+        {},
+        "partial LM run-config sections (task, model, generation, data, output) merged into "
+        "every key's base preset; checked against the LM run config when the comparison loads",
     )
     presets: dict[str, str] = param(
         {}, "base preset per key (default '<key>:tiny'); `run` and `budgets` apply on top"
     )
-    budgets: dict[str, list[str]] = param(
-        {}, "per key, --set items that size its training (steps, epochs, rounds)"
+    budgets: dict[str, dict[str, Any]] = param(
+        {},
+        "per key, run-config sections that size its training (e.g. {train: {epochs: 1}}); "
+        "checked against the key's run config when the comparison is loaded",
     )
     eval: PolicyEvalConfig = field(default_factory=PolicyEvalConfig)

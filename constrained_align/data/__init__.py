@@ -42,6 +42,7 @@ from constrained_align.data.schema import (
     labelled_responses,
     pairs_to_dataset,
     prompts_to_dataset,
+    seeded_subset,
     unique_prompts,
 )
 from constrained_align.data.validate import (
@@ -94,6 +95,7 @@ __all__ = [
     "prompts_to_dataset",
     "read_records",
     "render_prompt",
+    "seeded_subset",
     "split_of",
     "to_messages",
     "unique_prompts",

@@ -27,8 +27,9 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Iterator, Mapping
-from typing import Any
+import random
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any, TypeVar
 
 from datasets import Dataset, Features, List, Value
 
@@ -290,3 +291,14 @@ def unique_prompts(ds: Dataset) -> Dataset:
             seen.add(key)
             out.append({"prompt": row["prompt"], "context": row["context"]})
     return _to_dataset(out, UNIQUE_PROMPT_FEATURES)
+
+
+Row = TypeVar("Row")
+
+
+def seeded_subset(rows: Sequence[Row], count: int | None, seed: int) -> list[Row]:
+    """``count`` of ``rows`` drawn without replacement by ``seed``, in their original order
+    (all of them when ``count`` is None or not smaller)."""
+    if count is None or count >= len(rows):
+        return list(rows)
+    return [rows[i] for i in sorted(random.Random(seed).sample(range(len(rows)), count))]

@@ -43,15 +43,13 @@ gpt4 0.140 vs 0.064; 0.084 · llama2new 0.296 vs 0.140; 0.296 · llama2orig 0.52
 the five models as the humans' full-refusal rate does and lands between the two human rates or
 on the upper one, except for gpt4, whose "As an AI, …" answers to nonsense questions it
 over-counts. Recall is low for models that refuse by lecturing (mistralinstruct 0.24,
-mistralguard 0.71 on all prompts). Measured (with per-model and unsafe-prompt rows) by::
-
-    python -m constrained_align.eval.refusal ../shared/data/xstest/model_completions
+mistralguard 0.71 on all prompts). Measured (with per-model and unsafe-prompt rows) by
+``python tools/refusal_agreement.py PATH/TO/xstest/model_completions``.
 """
 
 from __future__ import annotations
 
 import math
-import sys
 from collections.abc import Callable, Sequence
 
 XSTEST_OPENINGS: tuple[str, ...] = (
@@ -167,47 +165,3 @@ def agreement(
         "n_partial": len(partial),
         "partial_flagged": _ratio(sum(partial), len(partial)),
     }
-
-
-def _is_xstest_refusal(response: str) -> bool:
-    """The rule with the paper's openings only (:data:`XSTEST_OPENINGS`)."""
-    return normalise(response).startswith(XSTEST_OPENINGS)
-
-
-# (response, final_label, prompt_harmful, model) of one XSTest completion.
-_Row = tuple[str, str, bool, str]
-
-
-def _print_agreement(name: str, rows: list[_Row], classify: Callable[[str], bool]) -> None:
-    stats = agreement([r[0] for r in rows], [r[1] for r in rows], classify=classify)
-    print(f"{name:16s} " + "  ".join(f"{k} {round(v, 3)}" for k, v in stats.items()))
-
-
-def _print_over_refusal(model: str, safe_rows: list[_Row]) -> None:
-    """Rule's refusal rate vs the human full-refusal and full-or-partial rates of one model."""
-    full = sum(r[1] == REFUSAL_LABEL for r in safe_rows) / len(safe_rows)
-    any_refusal = sum(r[1] != COMPLIANCE_LABEL for r in safe_rows) / len(safe_rows)
-    rule = refusal_rate([r[0] for r in safe_rows])
-    print(f"over-refusal {model:16s} rule {rule:.3f}  human {full:.3f}; {any_refusal:.3f}")
-
-
-def _print_report(folder: str) -> None:
-    """Print agreement (all, safe, unsafe prompts; per model) and over-refusal rates."""
-    from constrained_align.data.xstest import load_xstest_completions
-
-    ds = load_xstest_completions(folder)
-    rows = list(zip(ds["response"], ds["final_label"], ds["prompt_harmful"], ds["model"]))
-    models = sorted(set(ds["model"]))
-    groups = {"all": rows, "safe": [r for r in rows if not r[2]]}
-    groups["unsafe"] = [r for r in rows if r[2]]
-    groups |= {m: [r for r in rows if r[3] == m] for m in models}
-    for name, group in groups.items():
-        _print_agreement(name, group, is_refusal)
-    for name in ("all", "safe"):
-        _print_agreement(f"{name} (paper)", groups[name], _is_xstest_refusal)
-    for model in models:
-        _print_over_refusal(model, [r for r in groups["safe"] if r[3] == model])
-
-
-if __name__ == "__main__":  # pragma: no cover
-    _print_report(sys.argv[1] if len(sys.argv) > 1 else "../shared/data/xstest/model_completions")

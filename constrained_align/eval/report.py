@@ -10,8 +10,6 @@ bold, the plots, the settings and three example answers per model on the same pr
 from __future__ import annotations
 
 import math
-import os
-import platform
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -20,6 +18,7 @@ from typing import Any
 from constrained_align import algorithms
 from constrained_align.eval import plots
 from constrained_align.utils import json_safe, write_json, write_text
+from constrained_align.utils.env import machine, versions
 
 # (key, header, better: +1 higher, −1 lower, 0 neither)
 COLUMNS = (
@@ -33,31 +32,6 @@ COLUMNS = (
     ("train_seconds", "train s", 0),
     ("eval_seconds", "eval s", 0),
 )
-
-
-def versions() -> dict[str, str]:
-    """Versions of the library and of the packages that shape its numbers."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {}
-    for name in ("constrained-align", "torch", "transformers", "peft", "trl", "numpy"):
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            out[name] = "not installed"
-    return out
-
-
-def machine() -> dict[str, Any]:
-    import torch
-
-    return {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-    }
 
 
 def model_entry(

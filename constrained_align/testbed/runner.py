@@ -9,7 +9,6 @@ run calls.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,16 +16,9 @@ import numpy as np
 import torch
 
 from constrained_align import algorithms
-from constrained_align.algorithms import RunContext
+from constrained_align.algorithms import RunContext, load_run_config
 from constrained_align.backends.tabular import TabularPolicy, TabularScorer
-from constrained_align.config import (
-    RunConfig,
-    apply_overrides,
-    from_dict,
-    load_yaml,
-    merge_mappings,
-    preset_path,
-)
+from constrained_align.config import ConfigError, TestbedRunConfig
 from constrained_align.testbed.bandit import Bandit, tv_distance
 from constrained_align.testbed.data import TabularTask, population_pairs, sampled_pairs
 from constrained_align.testbed.instances import generated, instance_a
@@ -56,7 +48,7 @@ class TestbedResult:
     target: Target
     lambda_star: float
     bandit: Bandit
-    config: RunConfig
+    config: TestbedRunConfig
     seconds: float
     extras: dict[str, Any] = field(default_factory=dict)
 
@@ -94,45 +86,7 @@ class TestbedResult:
         return len(self.history)
 
 
-def load_run_config(
-    spec: str,
-    overrides: dict[str, Any] | list[str] | None = None,
-    *,
-    merge: Mapping[str, Any] | None = None,
-) -> RunConfig:
-    """A :class:`RunConfig` from a preset (``key:name``) or YAML path, with overrides applied.
-
-    A YAML file may name ``base: <preset name>`` to start from another preset of the same key
-    (e.g. ``tiny.yaml`` builds on ``testbed.yaml``); its own keys then override the base's.
-    ``merge`` (YAML-shaped sections, e.g. a comparison's shared ``model:`` and ``data:``) is
-    merged over the file before the overrides.
-    """
-    path = preset_path(spec)
-    data = _with_base(path)
-    if merge:
-        data = merge_mappings(data, merge)
-    key = data.get("algorithm")
-    if key is None:
-        raise ValueError(f"{path}: missing required key 'algorithm'")
-    train_cls = algorithms.get(key).config_class
-    train = from_dict(train_cls, data.pop("train", {}) or {}, source=str(path), prefix="train")
-    config = from_dict(RunConfig, data, source=str(path))
-    config.train = train
-    if overrides:
-        apply_overrides(config, overrides)
-    return config
-
-
-def _with_base(path: Any) -> dict[str, Any]:
-    data = load_yaml(path)
-    base = data.pop("base", None)
-    if base is None:
-        return data
-    merged = _with_base(path.parent / f"{base}.yaml")
-    return merge_mappings(merged, data)
-
-
-def bandit_from_config(config: RunConfig) -> Bandit:
+def bandit_from_config(config: TestbedRunConfig) -> Bandit:
     """The bandit a run config describes (β and d from its algorithm section)."""
     tb, train = config.testbed, config.train
     cost_limit = train.dual.cost_limit if hasattr(train, "dual") else None
@@ -166,6 +120,8 @@ def run(
             ``mode="sampled"``, ``epochs=200``, ``kl_placement="both"``.
     """
     config = load_run_config(f"{algorithm}:{preset}", {"seed": seed, **overrides})
+    if not isinstance(config, TestbedRunConfig):
+        raise ConfigError(f"{algorithm}:{preset} is not a testbed preset (backend: testbed)")
     if bandit is None:
         bandit = bandit_from_config(config)
     train = config.train
@@ -206,7 +162,7 @@ def run(
     )
 
 
-def pair_mu(config: RunConfig, bandit: Bandit) -> np.ndarray | None:
+def pair_mu(config: TestbedRunConfig, bandit: Bandit) -> np.ndarray | None:
     """μ of the preference pairs: None for π_ref, else the uniform table."""
     if config.testbed.pair_distribution == "reference":
         return None
@@ -214,7 +170,7 @@ def pair_mu(config: RunConfig, bandit: Bandit) -> np.ndarray | None:
     return np.full((k, n), 1.0 / n)
 
 
-def build_tabular(config: RunConfig, bandit: Bandit) -> tuple[TabularPolicy, TabularTask]:
+def build_tabular(config: TestbedRunConfig, bandit: Bandit) -> tuple[TabularPolicy, TabularTask]:
     """The tabular backend and task of a run config."""
     tb = config.testbed
     backend = TabularPolicy(

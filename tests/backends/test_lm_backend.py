@@ -1,4 +1,4 @@
-"""The causal-LM backend: sampling, encoding, reference handling, forks, checkpoints, caching.
+"""The causal-LM backend: sampling, encoding, reference handling, forks, critics, checkpoints.
 
 Models are built in code (:mod:`constrained_align.models.tiny`: hidden 32, 2 layers, a byte-level
 tokenizer), so every expectation below can be derived from the tokenizer's bytes or from an
@@ -20,15 +20,18 @@ import torch
 from peft import LoraConfig, get_peft_model
 from torch import nn
 
-from constrained_align.backends.causal_lm import CausalLMPolicy, LMSettings
-from constrained_align.backends.logprobs import naive_token_logprobs
-from constrained_align.backends.sampling import SamplingSettings, next_token, sample_responses
-from constrained_align.backends.sequences import LMSequences, PromptBatch, pad_rows
-from constrained_align.backends.weights import FullWeights, LoraWeights
+from constrained_align.backends.causal_lm.logprobs import naive_token_logprobs
+from constrained_align.backends.causal_lm.policy import CausalLMPolicy, LMSettings
+from constrained_align.backends.causal_lm.sampling import (
+    SamplingSettings,
+    next_token,
+    sample_responses,
+)
+from constrained_align.backends.causal_lm.sequences import LMSequences, PromptBatch, pad_rows
+from constrained_align.backends.causal_lm.weights import FullWeights, LoraWeights
 from constrained_align.config import OptimConfig
 from constrained_align.data.chat import render_prompt
 from constrained_align.models.tiny import tiny_causal_lm, tiny_tokenizer
-from constrained_align.utils.cache import DiskCache
 
 TOK = tiny_tokenizer()
 EOS = TOK.eos_token_id  # 257
@@ -72,14 +75,12 @@ def sharp_lm(seed: int = 0, *, eos_bias: float | None = None) -> nn.Module:
     return model
 
 
-def policy(
-    kind: str = "lora", *, cache: DiskCache | None = None, seed: int = 0, **sampling
-) -> CausalLMPolicy:
+def policy(kind: str = "lora", *, seed: int = 0, **sampling) -> CausalLMPolicy:
     """A backend over the tiny Llama (LoRA or full weights), Adam at lr 1e-2."""
     weights = LoraWeights(lora_model()) if kind == "lora" else FullWeights(tiny_causal_lm(0))
     settings = LMSettings(sampling=SamplingSettings(**{"max_new_tokens": 6, **sampling}))
     optim = OptimConfig(name="adam", lr=1e-2)
-    return CausalLMPolicy(weights, TOK, settings=settings, optim=optim, seed=seed, cache=cache)
+    return CausalLMPolicy(weights, TOK, settings=settings, optim=optim, seed=seed)
 
 
 def seqs_for(backend: CausalLMPolicy, responses: tuple[str, ...] = ("yes", "no way", "z")):
@@ -553,105 +554,7 @@ def test_in_memory_state_dict_is_a_snapshot() -> None:
     assert torch.equal(lp(backend, seqs), want)
 
 
-# ---- sample cache -------------------------------------------------------------------------------
-
-
-def _count_generate(backend: CausalLMPolicy, monkeypatch) -> list[int]:
-    calls: list[int] = []
-    inner = backend._generate
-
-    def counted(batch, *, reference, seed):
-        calls.append(seed)
-        return inner(batch, reference=reference, seed=seed)
-
-    monkeypatch.setattr(backend, "_generate", counted)
-    return calls
-
-
-def test_fresh_backend_with_the_same_seed_hits_the_sample_cache(tmp_path, monkeypatch) -> None:
-    """Samples are keyed by content: the same weights, prompts, settings and seed hit the cache.
-
-    A second, freshly built backend (same base and adapter seeds) sampling with the same seed
-    reads the first one's entry (one hit, no generation) and gets the same sequences; another
-    seed misses. After a step its weights changed, so the same seed misses and generates.
-    """
-    first = policy("lora", cache=DiskCache(tmp_path))
-    want = first.sample(PROMPTS, 2, seed=7)
-
-    cache = DiskCache(tmp_path)
-    second = policy("lora", cache=cache)
-    generated = _count_generate(second, monkeypatch)
-    got = second.sample(PROMPTS, 2, seed=7)
-    assert cache.hits == 1 and generated == []
-    assert torch.equal(got.sequences.input_ids, want.sequences.input_ids)
-    assert got.sequences.responses == want.sequences.responses
-    second.sample(PROMPTS, 2, seed=8)  # the seed is part of the key
-    assert generated == [8] and cache.hits == 1
-
-    second.step(nll(second, seqs_for(second)))
-    second.sample(PROMPTS, 2, seed=7)
-    assert generated == [8, 7] and cache.hits == 1
-
-
-def test_run_tag_keys_policy_samples_by_step_count(tmp_path, monkeypatch) -> None:
-    """With ``run_tag`` set, a policy sample's key is (tag, name, optimizer steps), not the weights.
-
-    A backend with different weights (full fine-tuning instead of LoRA) but the same tag, name
-    and step count hits the entry; after one step the key changes and the sample is drawn anew.
-    """
-    cache = DiskCache(tmp_path)
-    first = policy("lora", cache=cache)
-    first.run_tag = "run-1"
-    want = first.sample(PROMPTS, 1, seed=3)
-
-    other = policy("full", cache=cache)
-    other.run_tag = "run-1"
-    generated = _count_generate(other, monkeypatch)
-    got = other.sample(PROMPTS, 1, seed=3)
-    assert generated == [] and cache.hits == 1
-    assert torch.equal(got.sequences.input_ids, want.sequences.input_ids)
-
-    other.step(nll(other, seqs_for(other)))
-    other.sample(PROMPTS, 1, seed=3)
-    assert generated == [3]
-
-
-def test_replay_serves_cached_samples_and_refuses_a_miss(tmp_path, monkeypatch) -> None:
-    """A resumed run replays from the cache; a policy-sample miss during replay is an error.
-
-    Run A (tagged, cached) samples, steps, samples, steps, and saves its state at step 2. Run B
-    arms that state: while it replays it gets A's samples from the cache without generating;
-    a policy sample A never drew raises ``RuntimeError`` (a reference sample is still drawn);
-    at step 2 the saved state is loaded (B's log-probs equal A's) and sampling works again.
-    """
-    cache = DiskCache(tmp_path)
-    a = policy("lora", cache=cache)
-    a.run_tag = "run"
-    seqs = seqs_for(a)
-    drawn = []
-    for _ in range(2):
-        drawn.append(a.sample(PROMPTS, 1, seed=5).sequences.input_ids)
-        a.step(nll(a, seqs))
-    buffer = io.BytesIO()
-    torch.save({"policy": a.state_dict()}, buffer)
-    buffer.seek(0)
-
-    b = policy("lora", cache=cache)
-    b.run_tag = "run"
-    b.arm_resume(torch.load(buffer, weights_only=True))
-    generated = _count_generate(b, monkeypatch)
-    for step in range(2):
-        assert b.replaying
-        assert torch.equal(b.sample(PROMPTS, 1, seed=5).sequences.input_ids, drawn[step])
-        with pytest.raises(RuntimeError, match="cannot resume"):
-            b.sample(PROMPTS, 1, seed=99)
-        b.sample(PROMPTS, 1, seed=99, reference=True)
-        assert math.isnan(b.step(nll(b, seqs)))
-    assert generated == [99]  # one reference sample: keyed by the reference, not the step
-    assert not b.replaying and b.steps == 2
-    assert torch.equal(lp(b, seqs), lp(a, seqs))
-    b.sample(PROMPTS, 1, seed=99)
-    assert generated == [99, 99]
+# ---- identity and critics -----------------------------------------------------------------------
 
 
 def test_lora_reference_fingerprint_depends_only_on_the_base() -> None:
@@ -667,13 +570,14 @@ def test_lora_reference_fingerprint_depends_only_on_the_base() -> None:
 
 
 def test_critics_start_at_zero_share_the_base_and_train() -> None:
-    """A critic is made on first use: under LoRA an extra adapter on the shared base (the
+    """A critic is made by ``add_critic``: under LoRA an extra adapter on the shared base (the
     policy's log-probs do not move when it trains), with a zero-initialised head, so V = 0 at
     first on every response token and 0 off the response. One step on a value regression
     moves V towards its target, and a combined policy + critic loss updates both (the policy's
     graph keeps its adapter trainable while the critic's adapter is active)."""
     backend = policy("lora")
     seqs = seqs_for(backend)
+    backend.add_critic("reward")
     values = backend.values(seqs, "reward")
     _, keep = seqs.response_index()
     assert values.shape == keep.shape and torch.equal(values, torch.zeros_like(values))
@@ -701,6 +605,7 @@ def test_critic_state_round_trips() -> None:
     it gives the same values bit for bit."""
     a = policy("lora")
     seqs = seqs_for(a)
+    a.add_critic("cost")
     target = torch.ones(len(seqs), seqs.response_index()[1].shape[1])
     for _ in range(2):
         a.step(lambda: ((a.values(seqs, "cost") - target) ** 2).mean())
@@ -726,24 +631,6 @@ def test_builders_are_deterministic() -> None:
     a, b = policy("lora"), policy("lora")
     seqs = seqs_for(a)
     assert torch.equal(lp(a, seqs), lp(b, seqs))
-
-
-def test_sample_cache_key_covers_prompt_truncation(tmp_path) -> None:
-    """Samples drawn with a 48-token prompt window are not served to a backend that keeps 8."""
-    cache = DiskCache(tmp_path)
-    wide = policy()
-    wide.cache = cache
-    wide.sample(PROMPTS, 1, reference=True, seed=0)
-    narrow = CausalLMPolicy(
-        wide.weights,
-        TOK,
-        settings=LMSettings(max_prompt_tokens=8, sampling=wide.settings.sampling),
-        cache=cache,
-    )
-    hits = cache.hits
-    seqs = narrow.sample(PROMPTS, 1, reference=True, seed=0).sequences
-    assert cache.hits == hits
-    assert int((seqs.attention_mask - seqs.response_mask).sum(-1).max()) <= 8
 
 
 def test_truncated_dataset_responses_get_no_eos() -> None:

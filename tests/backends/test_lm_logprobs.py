@@ -1,4 +1,4 @@
-"""Chunked response log-probs (:mod:`constrained_align.backends.logprobs`).
+"""Chunked response log-probs (:mod:`constrained_align.backends.causal_lm.logprobs`).
 
 ``token_logprobs`` must be a drop-in replacement for the full-logits computation
 ``log_softmax(h W^T + b)[target]`` (``naive_token_logprobs``): same values and same gradients,
@@ -13,8 +13,8 @@ import pytest
 import torch
 from torch import nn
 
-from constrained_align.backends import logprobs as logprobs_module
-from constrained_align.backends.logprobs import naive_token_logprobs, token_logprobs
+from constrained_align.backends.causal_lm import logprobs as logprobs_module
+from constrained_align.backends.causal_lm.logprobs import naive_token_logprobs, token_logprobs
 from constrained_align.models.tiny import tiny_causal_lm
 
 CHUNKS = [1, 3, 1000]  # one row per call, a ragged last chunk, one chunk for everything

@@ -7,7 +7,11 @@ import math
 import pytest
 import torch
 
-from constrained_align.eval.scorers import classification_metrics, pairwise_accuracy, scatter_plot
+from constrained_align.scoring.metrics import (
+    classification_metrics,
+    pairwise_accuracy,
+    scatter_plot,
+)
 
 
 def test_classification_metrics_by_hand() -> None:

@@ -7,8 +7,8 @@ import importlib.util
 import pytest
 import torch
 
-from constrained_align.models import policy
-from constrained_align.models.policy import choose_attn_implementation, load_causal_lm
+from constrained_align.backends.causal_lm import loading as policy
+from constrained_align.backends.causal_lm.loading import choose_attn_implementation, load_causal_lm
 
 
 @pytest.mark.parametrize(

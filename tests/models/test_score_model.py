@@ -9,8 +9,9 @@ import torch
 from safetensors.torch import load_file
 from torch.testing import assert_close
 
-from constrained_align.models import ScoreModel, TextScorer, minilm_dir, tiny_tokenizer
-from constrained_align.models.score_model import CONFIG_NAME, WEIGHTS_NAME
+from constrained_align.models import minilm_dir, tiny_tokenizer
+from constrained_align.scoring import ScoreModel, TextScorer
+from constrained_align.scoring.score_model import CONFIG_NAME, WEIGHTS_NAME
 from constrained_align.utils import current_umask
 
 PROMPTS = ["How do I boil an egg?", "hi", "Tell me a long story about a dragon and a knight."]
@@ -129,8 +130,8 @@ def test_truncation_keeps_prompt_end_and_response_start() -> None:
 def test_pad_token_distinct_from_eos_is_added() -> None:
     tok = tiny_tokenizer()
     tok.pad_token = tok.eos_token
-    from constrained_align.models.score_model import ScoreModelConfig
     from constrained_align.models.tiny import tiny_causal_lm
+    from constrained_align.scoring.score_model import ScoreModelConfig
 
     assert tok.pad_token_id == tok.eos_token_id
     model = ScoreModel(tiny_causal_lm().model, tok, ScoreModelConfig("cost", "x", "last", 64, True))

@@ -114,9 +114,13 @@ def test_sampled_mode_on_instance_a(key):
 
 def test_unbounded_one_shot_dual_is_reported():
     """Every reference sample violating the limit: a clear error, not λ_max."""
-    from constrained_align.algorithms.common import exact_dual_step, make_primal_dual
+    from constrained_align.algorithms.duals import exact_dual_step
     from constrained_align.config import DualConfig
-    from constrained_align.primal_dual import DualUnboundedError, ImportanceEstimate
+    from constrained_align.primal_dual import (
+        DualUnboundedError,
+        ImportanceEstimate,
+        make_primal_dual,
+    )
 
     estimate = ImportanceEstimate(torch.zeros(2, 3), torch.ones(2, 3), beta=0.5)
     pd = make_primal_dual(DualConfig(multiplier="exact", cost_window=0), beta=0.5)

@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from constrained_align.algorithms import load_run_config
+from constrained_align.apps import compare as compare_mod
+from constrained_align.apps.compare import load_compare_config
 from constrained_align.cli import main
 from constrained_align.config import ConfigError
-from constrained_align.testbed.runner import load_run_config
-from constrained_align.trainers import compare as compare_mod
-from constrained_align.trainers.compare import load_compare_config
-from constrained_align.trainers.lm_setup import build_policy, load_trained_policy
+from constrained_align.runner.build import build_policy, load_trained_policy
 
 TINY_EVAL = ["helpful_prompts=4", "harmful_prompts=4", "xstest_prompts=4", "max_new_tokens=12"]
 METRICS = ("reward", "cost", "harmful_ratio", "over_refusal", "kl", "tokens", "seconds")
@@ -125,7 +125,7 @@ def test_saved_policy_with_a_folded_reference_loads_bit_identically(tmp_path):
     """SACPO folds its stage-1 adapter into the base weights; the final folder keeps the
     folded adapters, so the loaded policy equals the trained one exactly."""
     config = load_run_config("sacpo:tiny")
-    backend = build_policy(config, None)
+    backend = build_policy(config)
     gen = torch.Generator().manual_seed(3)
     with torch.no_grad():
         for p in backend.trainable():
@@ -134,7 +134,7 @@ def test_saved_policy_with_a_folded_reference_loads_bit_identically(tmp_path):
         for p in backend.trainable():
             p.add_(0.05 * torch.randn(p.shape, generator=gen))
     backend.save_pretrained(str(tmp_path / "final"))
-    loaded = load_trained_policy(config, tmp_path / "final", None)
+    loaded = load_trained_policy(config, tmp_path / "final")
     seqs = backend.sample(
         compare_mod.load_eval_prompts(load_compare_config("tiny").eval).harmful, 1, seed=0
     ).sequences

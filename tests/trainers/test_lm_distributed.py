@@ -20,16 +20,16 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from constrained_align.algorithms import load_run_config
 from constrained_align.config import ConfigError
-from constrained_align.testbed.runner import load_run_config
-from constrained_align.trainers.lm_run import check_processes
+from constrained_align.runner.train import check_processes
 from constrained_align.utils.distributed import Reductions
 
 INTERRUPT_AFTER_TWO_RECORDS = textwrap.dedent(
     """
     import sys
     from constrained_align.cli import main
-    from constrained_align.trainers import lm_run
+    from constrained_align.runner import log as lm_run
 
     original = lm_run.RunLog.__call__
 

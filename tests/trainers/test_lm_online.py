@@ -16,9 +16,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from constrained_align.algorithms import load_run_config
 from constrained_align.cli import main
-from constrained_align.testbed.runner import load_run_config
-from constrained_align.trainers import lm_run
+from constrained_align.runner import log as lm_run
 
 ONLINE = ["ppo_lag", "ppo_shaping", "grpo_lag"]
 EVERY_STEP = (

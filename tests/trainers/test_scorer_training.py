@@ -14,8 +14,8 @@ import pytest
 
 from constrained_align.config import ConfigError, ScorerConfig
 from constrained_align.data.schema import pairs_to_dataset
-from constrained_align.models import TextScorer
-from constrained_align.trainers.scorer import ScorerData, length_grouped_batches, train_scorer
+from constrained_align.scoring import TextScorer
+from constrained_align.scoring.training import ScorerData, length_grouped_batches, train_scorer
 
 TOPICS = ["eggs", "tax", "rust", "bread", "chess", "mars", "knots", "tea", "jazz", "moss"]
 

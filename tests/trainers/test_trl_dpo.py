@@ -22,6 +22,13 @@ from transformers import TrainerCallback
 from trl import DPOConfig, DPOTrainer
 
 from constrained_align.config import DualConfig
+from constrained_align.integrations.trl import (
+    DUAL_STATE_NAME,
+    EXTRA_COLUMNS,
+    ConstrainedDPOTrainer,
+    snis_estimate,
+)
+from constrained_align.integrations.trl.dual import DualSignal
 from constrained_align.losses import bfpo_targets, ipo_squared_loss, safe_dpo_loss
 from constrained_align.models.tiny import tiny_causal_lm, tiny_tokenizer
 from constrained_align.primal_dual import (
@@ -32,13 +39,6 @@ from constrained_align.primal_dual import (
     Projected,
     WindowMean,
 )
-from constrained_align.trainers.trl import (
-    DUAL_STATE_NAME,
-    EXTRA_COLUMNS,
-    ConstrainedDPOTrainer,
-    snis_estimate,
-)
-from constrained_align.trainers.trl.dual import DualSignal
 
 BETA = 0.5
 

@@ -25,9 +25,7 @@ from transformers import TrainerCallback
 from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
 
 from constrained_align.config import DualConfig
-from constrained_align.models import ScoreModel, TextScorer
-from constrained_align.models.tiny import tiny_causal_lm, tiny_tokenizer
-from constrained_align.trainers.trl import (
+from constrained_align.integrations.trl import (
     DUAL_STATE_NAME,
     CostFunction,
     LagrangianCallback,
@@ -35,7 +33,9 @@ from constrained_align.trainers.trl import (
     ScoreFunction,
     make_lagrangian,
 )
-from constrained_align.trainers.trl.score_funcs import BATCH_COST_KEY, to_scorer_inputs
+from constrained_align.integrations.trl.score_funcs import BATCH_COST_KEY, to_scorer_inputs
+from constrained_align.models.tiny import tiny_causal_lm, tiny_tokenizer
+from constrained_align.scoring import ScoreModel, TextScorer
 
 TRAINERS = {"grpo": (GRPOTrainer, GRPOConfig), "rloo": (RLOOTrainer, RLOOConfig)}
 

@@ -1,0 +1,211 @@
+"""Steps shared by the online keys: rollout, per-token signals, critics and the PPO update.
+
+Each step is a named function so that the loop of every online key reads rollout → score →
+dual step → primal epochs → log, and so that the causal-LM loop reuses them unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from constrained_align.algorithms.families import KLPlacement, OnlineConfig
+from constrained_align.algorithms.registry import RunContext
+from constrained_align.config import ConfigError
+from constrained_align.losses import clipped_value_loss, gae, ppo_clip_loss
+from constrained_align.primal_dual import PrimalDual
+from constrained_align.types import Samples, Sequences, weighted_mean
+from constrained_align.utils.distributed import Reductions
+
+
+@dataclass
+class Rollout:
+    """One step's on-policy samples with their end scores.
+
+    ``samples``, ``reward`` and ``cost`` are this process's shard (what its losses use); the
+    ``pooled_*`` tensors hold every process's rows (what the multiplier and the logs use), and
+    are the same tensors in a single process.
+    """
+
+    samples: Samples
+    reward: Tensor  # (B,)
+    cost: Tensor  # (B,)
+    pooled_reward: Tensor | None = None
+    pooled_cost: Tensor | None = None
+    pooled_weight: Tensor | None = None
+    pooled_kl: Tensor | None = None  # sequence KL log π_old − log π_ref
+
+    @property
+    def kl(self) -> Tensor:
+        """``(B, T)`` per-token log-ratio k_t = log π_old − log π_ref (0 off the mask)."""
+        s = self.samples
+        return (s.logprobs.token - s.ref_logprobs.token) * s.logprobs.mask
+
+    def pool(self, dist: Reductions) -> Rollout:
+        """Gather every process's rewards, costs, weights and sequence KL."""
+        self.pooled_reward = dist.gather(self.reward)
+        self.pooled_cost = dist.gather(self.cost)
+        self.pooled_weight = dist.gather(self.samples.weight)
+        self.pooled_kl = dist.gather(self.kl.sum(-1))
+        return self
+
+    def observe_cost(self, primal_dual: PrimalDual) -> None:
+        """Feed the whole batch's costs (every process's) to the multiplier's estimator."""
+        primal_dual.observe("cost", self.pooled_cost, self.pooled_weight)
+
+
+def rollout(ctx: RunContext, step: int) -> Rollout:
+    """Sample the policy on this process's share of the step's prompts, score every response,
+    and have the sampling policy's and the reference's token log-probs (backends that do not
+    return them with the samples, like the causal LM, compute them here); then pool the
+    scores over processes."""
+    batch = ctx.task.prompts(step)
+    if ctx.dist.world_size > 1:
+        batch = batch.take(ctx.dist.shard(range(len(batch))))
+    samples = ctx.backend.sample(batch, ctx.task.samples_per_prompt)
+    seqs = samples.sequences
+    with torch.no_grad():
+        if samples.logprobs is None:
+            samples.logprobs = ctx.backend.logprobs(seqs)
+        if samples.ref_logprobs is None:
+            samples.ref_logprobs = ctx.backend.logprobs(seqs, reference=True)
+    ro = Rollout(samples, ctx.scorer.reward(seqs).detach(), ctx.scorer.cost(seqs).detach())
+    return ro.pool(ctx.dist)
+
+
+def end_token(mask: Tensor, values: Tensor) -> Tensor:
+    """``(B, T)`` tensor holding ``values`` at each row's last response token, 0 elsewhere."""
+    last = (mask.sum(-1).long() - 1).clamp_min(0)
+    out = torch.zeros_like(mask, dtype=values.dtype)
+    out[torch.arange(mask.shape[0]), last] = values
+    return out
+
+
+def token_signals(
+    ro: Rollout,
+    *,
+    beta: float,
+    placement: KLPlacement,
+    clip: float,
+    end_reward: Tensor,
+    end_cost: Tensor | None = None,
+) -> tuple[Tensor, Tensor | None]:
+    """Per-token reward and cost streams of Safe RLHF (§3.1), clamped to ±``clip``.
+
+    r_t = −β k_t + 1[t=T]·R and, with a cost critic, c_t = (+β k_t if ``both``) + 1[t=T]·C.
+    """
+    mask = ro.samples.logprobs.mask
+    kl = ro.kl
+    rewards = (-beta * kl + end_token(mask, end_reward)).clamp(-clip, clip) * mask
+    if end_cost is None:
+        return rewards, None
+    costs = end_token(mask, end_cost) + (beta * kl if placement == "both" else 0.0)
+    return rewards, costs.clamp(-clip, clip) * mask
+
+
+def advantages(
+    ctx: RunContext, ro: Rollout, head: str, signal: Tensor, config: OnlineConfig
+) -> tuple[Tensor, Tensor, Tensor]:
+    """GAE of one stream with its critic: (advantages, returns, old values), all (B, T)."""
+    mask = ro.samples.logprobs.mask
+    with torch.no_grad():
+        old_values = ctx.backend.values(ro.samples.sequences, head) * mask
+    adv, returns = gae(signal, old_values, mask, gamma=config.gamma, lam=config.gae_lambda)
+    return adv, returns, old_values
+
+
+def ptx_batch(ctx: RunContext, config: OnlineConfig, step: int) -> Sequences | None:
+    """This step's supervised sequences for the PTX term, or None when ``ptx_coeff`` is 0."""
+    if config.ptx_coeff == 0:
+        return None
+    source = getattr(ctx.task, "ptx_batch", None)
+    if source is None:
+        raise ConfigError(
+            f"ptx_coeff = {config.ptx_coeff} needs a task with supervised responses "
+            "(language-model runs take the preferred responses of their pairs)"
+        )
+    return source(step)
+
+
+def ptx_loss(ctx: RunContext, sequences: Sequences) -> Tensor:
+    """Mean token negative log-likelihood of ``sequences`` under the policy."""
+    lp = ctx.backend.logprobs(sequences)
+    return -(lp.token * lp.mask).sum() / lp.mask.sum()
+
+
+def ppo_update(
+    ctx: RunContext,
+    ro: Rollout,
+    adv: Tensor,
+    critics: dict[str, tuple[Tensor, Tensor]],
+    config: OnlineConfig,
+    extra_loss=None,
+    ptx: Sequences | None = None,
+) -> dict[str, float]:
+    """``update_iters`` steps of clipped surrogate + clipped value losses (+ ``extra_loss``,
+    + ``ptx_coeff`` × the PTX NLL).
+
+    Args:
+        adv: ``(B, T)`` actor advantages (already combined and detached).
+        critics: head → (old values, returns) for each critic trained alongside.
+        extra_loss: optional ``f(logprobs) -> (loss, metrics)`` added to the actor loss
+            (GRPO's KL term).
+        ptx: supervised sequences of the PTX term (:func:`ptx_batch`), or None. Safe RLHF
+            takes a separate optimizer step on it; here it joins the same step's loss.
+    """
+    s = ro.samples
+    metrics: dict[str, float] = {}
+    for _ in range(config.update_iters):
+        holder: dict[str, float] = {}
+
+        def closure(holder: dict[str, float] = holder) -> Tensor:
+            lp = ctx.backend.logprobs(s.sequences)
+            loss, m = ppo_clip_loss(
+                lp.token,
+                s.logprobs.token,
+                adv,
+                lp.mask,
+                clip_range=config.clip_range_ratio,
+                weight=s.weight,
+            )
+            holder.update(m)
+            if extra_loss is not None:
+                kl_loss, m = extra_loss(lp.token)
+                loss = loss + kl_loss
+                holder.update(m)
+            if ptx is not None:
+                nll = ptx_loss(ctx, ptx)
+                loss = loss + config.ptx_coeff * nll
+                holder["loss/ptx"] = float(nll.detach())
+            for head, (old_values, returns) in critics.items():
+                values = ctx.backend.values(s.sequences, head)
+                v_loss, m = clipped_value_loss(
+                    values,
+                    old_values,
+                    returns,
+                    lp.mask,
+                    clip_range=config.clip_range_value,
+                    weight=s.weight,
+                )
+                loss = loss + v_loss
+                holder.update({f"loss/value_{head}": m["loss/value"]})
+            return loss
+
+        ctx.backend.step(closure)
+        metrics = holder
+    return ctx.dist.mean(metrics)
+
+
+def rollout_metrics(ro: Rollout) -> dict[str, float]:
+    """Mean reward, cost, unsafe fraction and KL of the whole (pooled) rollout, and its size
+    (weighted means: exact in population)."""
+    w = ro.pooled_weight
+    return {
+        "rollout/reward": float(weighted_mean(ro.pooled_reward, w)),
+        "rollout/cost": float(weighted_mean(ro.pooled_cost, w)),
+        "rollout/unsafe_fraction": float(weighted_mean((ro.pooled_cost > 0).to(w.dtype), w)),
+        "rollout/kl": float(weighted_mean(ro.pooled_kl, w)),
+        "rollout/samples": float(len(w)),
+    }

@@ -1,0 +1,330 @@
+"""The causal-LM policy backend: the same interface as the tabular testbed, on transformers.
+
+:class:`CausalLMPolicy` implements :class:`~constrained_align.types.PolicyBackend` over any
+``AutoModelForCausalLM``:
+
+- ``sample``: the KV cache (:mod:`.sampling`), batches of left-padded prompts, a seeded generator;
+- ``logprobs``: the decoder once, then only the response positions through the LM head in
+  chunks (:mod:`.logprobs`), so the (B, T, V) logits never exist at once;
+- the reference: the adapter-free base under LoRA, or a frozen copy (:mod:`.weights`); its
+  log-probs are computed once per batch of sequences and kept;
+- ``add_critic`` / ``values``: critics as further adapters on the shared base (:mod:`.critics`);
+- ``step``: one optimizer step, gradients averaged over data-parallel processes, then clipped;
+- ``state_dict``: weights, optimizer, sampling generator and step count.
+
+That is all it does: caching samples on disk, counting steps on a resume and progress bars are
+the runner's (:mod:`constrained_align.runner.replay`). Dropout stays off: the policy equals the
+reference at step 0, so the DPO log-ratio starts at exactly zero.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from constrained_align.backends.causal_lm.critics import Critics
+from constrained_align.backends.causal_lm.identity import (
+    check_plain_logits,
+    end_of_turn_ids,
+    tokenizer_fingerprint,
+    weights_fingerprint,
+)
+from constrained_align.backends.causal_lm.logprobs import token_logprobs
+from constrained_align.backends.causal_lm.sampling import generate_batches
+from constrained_align.backends.causal_lm.sequences import (
+    LMSequences,
+    LMSettings,
+    PromptBatch,
+    SamplingSettings,
+    hidden_states,
+    in_batches,
+    make_sequences,
+    prompt_token_ids,
+    response_token_ids,
+    unwrap,
+)
+from constrained_align.backends.causal_lm.weights import FullWeights, LoraWeights
+from constrained_align.config import LM_CRITIC_LR, LM_LR, OptimConfig
+from constrained_align.types import LogProbs, Samples
+from constrained_align.utils.cache import content_key
+from constrained_align.utils.distributed import Reductions
+
+
+def lm_samples(sequences: LMSequences, num_prompts: int, num_samples: int) -> Samples:
+    """``num_samples`` prompt-major responses per prompt as :class:`Samples` (weight 1 each)."""
+    group = torch.arange(num_prompts).repeat_interleave(num_samples)
+    return Samples(sequences=sequences, group=group, weight=torch.ones(len(group)))
+
+
+class CausalLMPolicy:
+    """A causal LM as a :class:`~constrained_align.types.PolicyBackend`.
+
+    Args:
+        weights: :class:`LoraWeights` or :class:`FullWeights` around the model.
+        tokenizer: the model's tokenizer, with a chat template and an EOS token.
+        settings: lengths, batching and sampling.
+        optim: optimizer settings (``adam``, ``adamw`` or ``sgd``; ``lr``, ``weight_decay``,
+            ``max_grad_norm``, ``critic_lr``; null rates take the LM defaults).
+        seed: seed of the sampling generator.
+        reductions: cross-process reductions; ``step`` averages the gradients over the
+            data-parallel processes with them (identities in one process).
+    """
+
+    def __init__(
+        self,
+        weights: LoraWeights | FullWeights,
+        tokenizer: Any,
+        *,
+        settings: LMSettings | None = None,
+        optim: OptimConfig | None = None,
+        seed: int = 0,
+        reductions: Reductions | None = None,
+    ) -> None:
+        if tokenizer.eos_token_id is None:
+            raise ValueError("the tokenizer has no EOS token; responses could never end")
+        check_plain_logits(weights.model.config)
+        self.weights = weights
+        self.tokenizer = tokenizer
+        self.settings = settings or LMSettings()
+        optim = optim or OptimConfig(name="adamw")
+        self.optim_config = optim.resolved(lr=LM_LR, critic_lr=LM_CRITIC_LR)
+        self.seed = seed
+        self.generator = torch.Generator().manual_seed(seed)
+        self.reductions = reductions or Reductions()
+        self.steps = 0
+        self.forks = 0
+        self._reference_fp: str | None = None
+        self._tokenizer_fp: str | None = None
+        self._ref_cache: dict[str, LogProbs] = {}
+        self.critics = Critics(weights)
+        self.optimizer = self._make_optimizer()
+        self.eos_ids = end_of_turn_ids(tokenizer, weights.model)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.weights.model.parameters()).device
+
+    @property
+    def pad_id(self) -> int:
+        pad = self.tokenizer.pad_token_id
+        return int(self.tokenizer.eos_token_id if pad is None else pad)
+
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        """One group for the policy, one per critic (at ``critic_lr``)."""
+        cfg = self.optim_config
+        groups = [{"params": self.weights.trainable(), "lr": cfg.lr}]
+        groups += [self._critic_group(head) for head in self.critics.heads]
+        kind = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam}.get(cfg.name, torch.optim.AdamW)
+        return kind(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+    def _critic_group(self, head: str) -> dict[str, Any]:
+        return {"params": self.critics.add(head), "lr": self.optim_config.critic_lr}
+
+    def trainable(self) -> list[torch.nn.Parameter]:
+        """Every tensor the optimizer updates: the policy's, then each critic's."""
+        return [p for group in self.optimizer.param_groups for p in group["params"]]
+
+    # ---------------------------------------------------------------- identity
+
+    def reference_fingerprint(self) -> str:
+        """Content hash of the reference weights (computed once; changes on a reference swap)."""
+        if self._reference_fp is None:
+            self._reference_fp = weights_fingerprint(self.weights)
+        return self._reference_fp
+
+    def tokenizer_fingerprint(self) -> str:
+        """Content hash of the tokenizer (vocabulary and rules), chat template and EOS."""
+        if self._tokenizer_fp is None:
+            self._tokenizer_fp = tokenizer_fingerprint(self.tokenizer, self.eos_ids)
+        return self._tokenizer_fp
+
+    def policy_fingerprint(self) -> str:
+        """Content hash of the current policy: the reference and the trainable weights."""
+        return content_key(self.reference_fingerprint(), *self.weights.trainable())
+
+    # ---------------------------------------------------------------- sampling
+
+    def next_seed(self) -> int:
+        """A seed for the next sample, drawn from this backend's generator."""
+        return int(torch.randint(2**62, (1,), generator=self.generator))
+
+    def encode(self, batch: PromptBatch, responses: Sequence[str]) -> LMSequences:
+        """Tokenize dataset responses to ``batch``'s prompts (truncated; EOS when whole)."""
+        if len(responses) != len(batch):
+            raise ValueError(f"{len(batch)} prompts but {len(responses)} responses")
+        rows, starts = [], []
+        tok, eos, cfg = self.tokenizer, int(self.tokenizer.eos_token_id), self.settings
+        for prompt, context, response in zip(batch.prompts, batch.contexts, responses):
+            text, p_ids = prompt_token_ids(tok, prompt, context, cfg.max_prompt_tokens)
+            limit = cfg.max_response_tokens
+            rows.append(p_ids + response_token_ids(tok, text, response, limit, eos))
+            starts.append(len(p_ids))
+        return make_sequences(rows, starts, batch, list(responses), pad_id=self.pad_id)
+
+    @torch.no_grad()
+    def sample(
+        self,
+        prompts: PromptBatch,
+        num_samples: int,
+        *,
+        reference: bool = False,
+        seed: int | None = None,
+        sampling: SamplingSettings | None = None,
+    ) -> Samples:
+        """``num_samples`` responses per prompt, prompt-major, weight 1 each.
+
+        Args:
+            prompts: the prompts.
+            num_samples: responses per prompt.
+            reference: sample the reference instead of the policy.
+            seed: seed of the draws; None draws one from this backend's generator.
+            sampling: temperature, top-p and length; None = the backend's settings.
+        """
+        seed = self.next_seed() if seed is None else seed
+        batch = prompts.repeat(num_samples)
+        prompt_ids = [
+            prompt_token_ids(self.tokenizer, p, c, self.settings.max_prompt_tokens)[1]
+            for p, c in zip(batch.prompts, batch.contexts)
+        ]
+        context = self.weights.reference_model if reference else self.weights.policy_model
+        with context() as model:
+            responses = generate_batches(
+                model,
+                prompt_ids,
+                settings=sampling or self.settings.sampling,
+                batch_size=self.settings.inference_batch_size,
+                eos_ids=self.eos_ids,
+                pad_id=self.pad_id,
+                generator=torch.Generator().manual_seed(seed),
+            )
+        texts = [self.tokenizer.decode(r, skip_special_tokens=True).strip() for r in responses]
+        rows = [p + r for p, r in zip(prompt_ids, responses)]
+        starts = [len(p) for p in prompt_ids]
+        seqs = make_sequences(rows, starts, batch, texts, pad_id=self.pad_id)
+        return lm_samples(seqs, len(prompts), num_samples)
+
+    # ---------------------------------------------------------------- log-probs and values
+
+    def _forward(self, model: torch.nn.Module, seqs: LMSequences) -> Tensor:
+        hidden = hidden_states(model, seqs, self.device)
+        response = seqs.response_mask.to(self.device)
+        head, chunk = unwrap(model).get_output_embeddings(), self.settings.chunk_size
+        return token_logprobs(
+            hidden, seqs.input_ids.to(self.device), response, head, chunk_size=chunk
+        )
+
+    @torch.no_grad()
+    def _batched(self, model: torch.nn.Module, seqs: LMSequences) -> Tensor:
+        size = self.settings.inference_batch_size
+        return in_batches(lambda part: self._forward(model, part), seqs, size)
+
+    def logprobs(self, sequences: LMSequences, *, reference: bool = False) -> LogProbs:
+        """Token log-probs of the responses in response coordinates: ``(B, T)`` with column t
+        the t-th response token and a prefix mask (what GAE and the PPO losses expect).
+        Differentiable unless ``reference``.
+
+        Reference log-probs are computed once per distinct batch of sequences and kept until
+        the reference changes.
+        """
+        _, keep = sequences.response_index()
+        mask = keep.to(self.device)
+        if reference:
+            key = sequences.key()
+            if key not in self._ref_cache:
+                with self.weights.reference_model() as model:
+                    full = self._batched(model, sequences)
+                token = sequences.to_response(full).cpu()
+                self._ref_cache[key] = LogProbs(token=token, mask=mask.cpu())
+            return self._ref_cache[key]
+        with self.weights.policy_model() as model:
+            if torch.is_grad_enabled():
+                full = self._forward(model, sequences)
+            else:
+                full = self._batched(model, sequences)
+        return LogProbs(token=sequences.to_response(full).cpu(), mask=mask.cpu())
+
+    def add_critic(self, head: str) -> None:
+        """Make critic ``head`` (an adapter on the shared base, or a trainable copy, with a
+        zero value head; see :mod:`.critics`) and add it to the optimizer at ``critic_lr``."""
+        if head not in self.critics.heads:
+            self.optimizer.add_param_group(self._critic_group(head))
+
+    def values(self, sequences: LMSequences, head: str) -> Tensor:
+        """``(B, T)`` V(s_t) of critic ``head`` at each response token, in response coordinates
+        like :meth:`logprobs` (differentiable)."""
+        if head not in self.critics.heads:
+            raise KeyError(f"no critic {head!r}: call add_critic({head!r}) first")
+        return sequences.to_response(self.critics.values(sequences, head)).cpu()
+
+    # ---------------------------------------------------------------- training and state
+
+    def step(self, closure: Callable[[], Tensor]) -> float:
+        """Zero grads, evaluate ``closure``, backward, average over processes, clip, update;
+        returns the loss."""
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = closure()
+        loss.backward()
+        self.reductions.average_gradients(self.trainable())
+        clip = self.optim_config.max_grad_norm
+        if clip is not None:
+            torch.nn.utils.clip_grad_norm_(self.trainable(), clip)
+        self.optimizer.step()
+        self.steps += 1
+        return float(loss.detach())
+
+    def fork(self) -> CausalLMPolicy:
+        """A new policy at the reference that shares this backend's reference weights."""
+        self.forks += 1
+        child = CausalLMPolicy(
+            self.weights.fork(),
+            self.tokenizer,
+            settings=self.settings,
+            optim=self.optim_config,
+            seed=self.seed + self.forks,
+            reductions=self.reductions,
+        )
+        child._reference_fp = self._reference_fp
+        child._tokenizer_fp = self._tokenizer_fp
+        return child
+
+    def set_reference_to_policy(self) -> None:
+        """Freeze the current policy as the reference (SACPO stage 2); training continues."""
+        self.weights.swap_reference()
+        self._reference_fp = content_key("swapped", self.reference_fingerprint(), self.steps)
+        self._ref_cache.clear()
+        self.optimizer = self._make_optimizer()
+
+    def state_dict(self) -> dict[str, Any]:
+        """Weights, optimizer, sampling generator and step count."""
+        return {
+            "weights": self.weights.state_dict(),
+            # A copy: the live Adam moments would keep changing inside a kept state.
+            "optimizer": copy.deepcopy(self.optimizer.state_dict()),
+            "generator": self.generator.get_state(),
+            "steps": self.steps,
+            "reference_fp": self._reference_fp,
+            "critics": self.critics.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any], *, generator: bool = True) -> None:
+        """Restore :meth:`state_dict` (the sampling generator too, unless ``generator`` is
+        False)."""
+        self.critics.load_state_dict(state.get("critics", {}))  # makes missing critics first
+        self.weights.load_state_dict(state["weights"])
+        self.optimizer = self._make_optimizer()
+        self.optimizer.load_state_dict(state["optimizer"])
+        if generator:
+            self.generator.set_state(state["generator"])
+        self.steps = int(state["steps"])
+        if state.get("reference_fp") != self._reference_fp:
+            self._ref_cache.clear()
+        self._reference_fp = state.get("reference_fp")
+
+    def save_pretrained(self, folder: str) -> None:
+        """Final weights: the LoRA adapter (peft format) or the full model (safetensors)."""
+        self.weights.save(folder)
+        self.tokenizer.save_pretrained(folder)

@@ -1,0 +1,1 @@
+"""Plug-ins for other libraries' trainers. :mod:`.trl` is the only place that imports trl."""

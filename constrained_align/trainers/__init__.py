@@ -1,1 +1,0 @@
-"""Offline and online training loops over accelerate (to come)."""
