@@ -13,12 +13,11 @@ weights w·p and w·(1−p), so the weighted mean is the exact expected loss.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 from torch import Tensor
 
-from constrained_align.algorithms.families import OfflineConfig
+from constrained_align.algorithms.families import LabelledConfig
 from constrained_align.algorithms.pairs import logratios, train_labelled, unsafe_flags
 from constrained_align.algorithms.registry import Paper, RunContext, RunResult, register
 from constrained_align.config import param
@@ -27,16 +26,11 @@ from constrained_align.types import PairBatch
 
 
 @dataclass
-class BFPOConfig(OfflineConfig):
+class BFPOConfig(LabelledConfig):
     """``bfpo`` settings (``beta`` is BFPO's τ)."""
 
     b1: float = param(3.0, "B_1 of the labelling function (B_3 = 1/(B_1 − 1))")
     alpha: float = param(0.5, "α, the shift of the labelling function")
-    missing_labels: Literal["score", "drop"] = param(
-        "score",
-        "pairs lacking a helpfulness or a safety label: fill it from the score models "
-        "(P(better) = σ(r_1 − r_0), safe ⇔ c ≤ 0) or leave the pair out",
-    )
 
 
 def oriented_targets(pairs: PairBatch, config: BFPOConfig) -> tuple[Tensor, Tensor]:

@@ -33,6 +33,17 @@ class OfflineConfig:
 
 
 @dataclass
+class LabelledConfig(OfflineConfig):
+    """The offline keys that train on per-response safety labels (SafeDPO, BFPO)."""
+
+    missing_labels: Literal["score", "drop"] = param(
+        "score",
+        "pairs lacking a helpfulness or a safety label: fill it from the score models "
+        "(P(better) = σ(r_1 − r_0), safe ⇔ c ≤ 0) or leave the pair out",
+    )
+
+
+@dataclass
 class OnlineConfig:
     """Settings shared by the online keys (Safe RLHF's defaults, ALGORITHMS.md §3.1)."""
 

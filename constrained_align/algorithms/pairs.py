@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from constrained_align.algorithms.families import OfflineConfig
+from constrained_align.algorithms.families import LabelledConfig, OfflineConfig
 from constrained_align.algorithms.registry import RunContext, RunResult
 from constrained_align.config import ConfigError
 from constrained_align.losses import dpo_loss, lagrangian_preference
@@ -223,7 +223,9 @@ def train_dpo(ctx: RunContext, batches: list[PairBatch], *, beta: float, **loop:
     return train_pairs(ctx, batches, dpo_on_labels(ctx, beta=beta), **loop)
 
 
-def train_labelled(ctx: RunContext, loss_fn: LossFn, config: Any, *, stage: str) -> RunResult:
+def train_labelled(
+    ctx: RunContext, loss_fn: LossFn, config: LabelledConfig, *, stage: str
+) -> RunResult:
     """``config.epochs`` epochs of ``loss_fn`` on :func:`labelled_pairs` (no multiplier)."""
     history: list[Metrics] = []
     batches = labelled_pairs(ctx, config.missing_labels)

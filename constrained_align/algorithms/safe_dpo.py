@@ -10,11 +10,10 @@ optimum (Prop. 4.4) but drives unsafe log-ratios down faster. There is no λ.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 from torch import Tensor
 
-from constrained_align.algorithms.families import OfflineConfig
+from constrained_align.algorithms.families import LabelledConfig
 from constrained_align.algorithms.pairs import logratios, train_labelled, unsafe_flags
 from constrained_align.algorithms.registry import Paper, RunContext, RunResult, register
 from constrained_align.config import param
@@ -23,15 +22,10 @@ from constrained_align.types import PairBatch
 
 
 @dataclass
-class SafeDPOConfig(OfflineConfig):
+class SafeDPOConfig(LabelledConfig):
     """``safe_dpo`` settings."""
 
     delta: float = param(10.0, "margin Δ ≥ 0 for safe-over-unsafe pairs (paper studies 0–20)")
-    missing_labels: Literal["score", "drop"] = param(
-        "score",
-        "pairs lacking a helpfulness or a safety label: fill it from the score models "
-        "(P(better) = σ(r_1 − r_0), safe ⇔ c ≤ 0) or leave the pair out",
-    )
 
 
 @register(

@@ -1,4 +1,7 @@
-"""Small helpers every layer may use (lowest import layer, beside config and types)."""
+"""Helpers every layer may use (the lowest import layer, beside config and types): atomic file
+writes (:mod:`.io`), the content-addressed disk cache of samples and scores (:mod:`.cache`),
+the cross-process reductions of data-parallel runs (:mod:`.distributed`) and the versions and
+machine a figure was measured on (:mod:`.env`)."""
 
 from constrained_align.utils.io import (
     atomic_path,

@@ -109,13 +109,6 @@ class LossSpec:
     uses_lambda: bool = False
 
 
-def lagrangian_label(terms: PairTerms, lam: float, temperature: float) -> Tensor:
-    """``(B,)`` p = P(chosen ≻ rejected) = σ((r_λ(y_c) − r_λ(y_r))/T), r_λ = r − λc."""
-    r_c, r_r = terms.field("reward")
-    c_c, c_r = terms.field("cost")
-    return lagrangian_preference(r_c, c_c, r_r, c_r, lam=lam, temperature=temperature)
-
-
 def dpo(terms: PairTerms, params: LossParams, lam: float) -> tuple[Tensor, Metrics]:
     """Plain DPO on the helpfulness preference (λ unused)."""
     loss, _ = dpo_loss(terms.chosen, terms.rejected, beta=params.beta)
@@ -124,7 +117,8 @@ def dpo(terms: PairTerms, params: LossParams, lam: float) -> tuple[Tensor, Metri
 
 def lagrangian(terms: PairTerms, params: LossParams, lam: float) -> tuple[Tensor, Metrics]:
     """DPO against the soft label of r − λc (the C-DPO / CAN / CAID inner step)."""
-    label = lagrangian_label(terms, lam, params.temperature)
+    (r_c, r_r), (c_c, c_r) = terms.field("reward"), terms.field("cost")
+    label = lagrangian_preference(r_c, c_c, r_r, c_r, lam=lam, temperature=params.temperature)
     loss, _ = dpo_loss(terms.chosen, terms.rejected, beta=params.beta, label=label)
     return loss, {"lagrangian/label_mean": float(label.mean())}
 
