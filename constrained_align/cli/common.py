@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
+from collections.abc import Mapping
+from typing import Any
 
 
 def add_set_argument(parser: argparse.ArgumentParser, example: str = "") -> None:
@@ -38,3 +41,20 @@ def user_error_types() -> tuple[type[BaseException], ...]:
     from constrained_align.primal_dual import DualUnboundedError
 
     return (ConfigError, DataError, BackboneNotFoundError, FileNotFoundError, DualUnboundedError)
+
+
+def number(value: Any, spec: str = "+.3f") -> str:
+    """A figure for the terminal: ``—`` for a missing or NaN value."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    return format(value, spec) if isinstance(value, int | float) else str(value)
+
+
+def metrics_line(ev: Mapping[str, Any], *, kl: bool = False) -> str:
+    """One evaluation's headline figures (:mod:`constrained_align.eval.policy`) on one line."""
+    line = (
+        f"reward {number(ev['reward'])}  cost {number(ev['cost'])}  "
+        f"harmful {number(ev['harmful_ratio'], '.3f')}  "
+        f"over-refusal {number(ev['over_refusal'], '.3f')}"
+    )
+    return line + (f"  KL {number(ev['kl'], '.4g')}" if kl else "")

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from pathlib import Path
 
-from constrained_align.cli.common import add_set_argument
+from constrained_align.cli.common import add_set_argument, metrics_line
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
@@ -29,16 +28,9 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     results = compare(config, out, preset=args.preset, progress=not args.quiet)
     for model in results["models"]:
         ev = model["eval"].get("greedy") or next(iter(model["eval"].values()))
-        print(
-            f"  {model['name']:<10} reward {_f(ev['reward'])}  cost {_f(ev['cost'])}  "
-            f"harmful {_f(ev['harmful_ratio'])}  over-refusal {_f(ev['over_refusal'])}"
-        )
+        print(f"  {model['name']:<10} {metrics_line(ev)}")
     print(f"{results['wall_seconds'] / 60:.1f} min; report: {out / 'report.md'}")
     return 0
-
-
-def _f(value: float | None) -> str:
-    return "—" if value is None or math.isnan(value) else f"{value:+.3f}"
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
@@ -46,10 +38,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
     result = evaluate_run(Path(args.model), args.set, output=args.output, reference=args.reference)
     for mode, ev in result["eval"].items():
-        print(
-            f"{mode:<8} reward {_f(ev['reward'])}  cost {_f(ev['cost'])}  harmful "
-            f"{_f(ev['harmful_ratio'])}  over-refusal {_f(ev['over_refusal'])}  KL {_f(ev['kl'])}"
-        )
+        print(f"{mode:<8} {metrics_line(ev, kl=True)}")
     print(f"written: {result['path']}")
     return 0
 

@@ -3,19 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import math
 import os
 from pathlib import Path
 
-from constrained_align.cli.common import add_set_argument
+from constrained_align.cli.common import add_set_argument, metrics_line, number
 from constrained_align.config import ConfigError, LMRunConfig, RunConfig
-
-
-def _fmt(value: object) -> str:
-    if isinstance(value, float):
-        return "—" if math.isnan(value) else f"{value:.4g}"
-    return str(value)
-
 
 _print = print
 
@@ -52,19 +44,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
     print = _print if int(os.environ.get("RANK", "0")) == 0 else lambda *a, **k: None
     print(f"Training {config.algorithm} on {config.model.policy} → {out}")
     summary = train_lm(config, out, resume=args.resume)
-    print(
-        f"done: {summary['optimizer_steps']} optimizer steps, λ = {_fmt(summary['lambda'])}, "
-        f"{summary['wall_seconds']:.1f} s"
-    )
+    lam = number(summary["lambda"], ".4g")
+    steps, seconds = summary["optimizer_steps"], summary["wall_seconds"]
+    print(f"done: {steps} optimizer steps, λ = {lam}, {seconds:.1f} s")
     for when in ("before", "after"):
         if when in summary:
             e = summary[when]
             sizes = " + ".join(f"{n} {name}" for name, n in e["prompts"].items())
-            print(
-                f"  {when:<6} reward {e['reward']:+.3f}  cost {e['cost']:+.3f}  "
-                f"harmful {e['harmful_ratio']:.3f}  over-refusal {_fmt(e['over_refusal'])}  "
-                f"({sizes} held-out prompts)"
-            )
+            print(f"  {when:<6} {metrics_line(e)}  ({sizes} held-out prompts)")
     print(f"weights: {out / 'final'}; metrics: {out / 'metrics.jsonl'}")
     return 0
 
