@@ -1,6 +1,6 @@
 """``python -m constrained_align`` is the ``constrained-align`` command (what ``accelerate launch
 -m constrained_align train ...`` starts in every process)."""
 
-from constrained_align.cli import main
+from constrained_align.cli import entry
 
-raise SystemExit(main())
+entry()

@@ -22,6 +22,21 @@ from torch import Tensor
 Sequences = Any
 """An opaque batch of (prompt, response) sequences owned by one backend."""
 
+
+class TrainingError(RuntimeError):
+    """Training went wrong in a way no later step can repair: a non-finite loss, gradient,
+    weight, output or multiplier, or a run that took no optimizer step. The message names the
+    step and the quantity; the run stops at once."""
+
+
+def check_finite(value: Tensor | float, what: str, step: int) -> None:
+    """Raise :class:`TrainingError` unless every entry of ``value`` is finite."""
+    finite = bool(torch.isfinite(torch.as_tensor(value)).all())
+    if not finite:
+        shown = float(value) if torch.as_tensor(value).numel() == 1 else "not finite"
+        raise TrainingError(f"step {step}: {what} is {shown}; the run stopped")
+
+
 Prompts = Any
 """An opaque batch of prompts owned by one backend (indices on the testbed, texts on an LM)."""
 

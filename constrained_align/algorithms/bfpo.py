@@ -20,7 +20,7 @@ from torch import Tensor
 from constrained_align.algorithms.families import LabelledConfig
 from constrained_align.algorithms.pairs import logratios, train_labelled, unsafe_flags
 from constrained_align.algorithms.registry import Paper, RunContext, RunResult, register
-from constrained_align.config import param
+from constrained_align.config import NOT_ONE, param
 from constrained_align.losses import bfpo_targets, ipo_squared_loss
 from constrained_align.types import PairBatch
 
@@ -29,7 +29,7 @@ from constrained_align.types import PairBatch
 class BFPOConfig(LabelledConfig):
     """``bfpo`` settings (``beta`` is BFPO's τ)."""
 
-    b1: float = param(3.0, "B_1 of the labelling function (B_3 = 1/(B_1 − 1))")
+    b1: float = param(3.0, "B_1 of the labelling function (B_3 = 1/(B_1 − 1))", check=NOT_ONE)
     alpha: float = param(0.5, "α, the shift of the labelling function")
 
 

@@ -23,7 +23,7 @@ from constrained_align.algorithms.duals import warm_started_primal_dual
 from constrained_align.algorithms.families import OfflineConfig
 from constrained_align.algorithms.pairs import pair_scores, relabel, train_dpo
 from constrained_align.algorithms.registry import Paper, RunContext, RunResult, register
-from constrained_align.config import DualConfig, param
+from constrained_align.config import AT_LEAST_1, NON_NEGATIVE, DualConfig, param
 from constrained_align.types import weighted_mean
 
 
@@ -31,8 +31,10 @@ from constrained_align.types import weighted_mean
 class CDPOConfig(OfflineConfig):
     """``c_dpo`` settings."""
 
-    rounds: int = param(20, "most outer rounds (each: relabel, full DPO run, dual step)")
-    tol: float = param(1e-3, "stop when |Ê_π[c] − cost_limit| is below this")
+    rounds: int = param(
+        20, "most outer rounds (each: relabel, full DPO run, dual step)", check=AT_LEAST_1
+    )
+    tol: float = param(1e-3, "stop when |Ê_π[c] − cost_limit| is below this", check=NON_NEGATIVE)
     warm_start: bool = param(
         True, "start λ at the one-shot CAN solution on reference samples (else lambda_init)"
     )

@@ -16,7 +16,7 @@ from constrained_align.algorithms.duals import warm_started_primal_dual
 from constrained_align.algorithms.families import OfflineConfig
 from constrained_align.algorithms.pairs import pair_scores, relabel, train_dpo
 from constrained_align.algorithms.registry import Paper, RunContext, RunResult, register
-from constrained_align.config import DualConfig, param
+from constrained_align.config import AT_LEAST_1, DualConfig, param
 from constrained_align.types import weighted_mean
 
 
@@ -24,7 +24,7 @@ from constrained_align.types import weighted_mean
 class CAIDConfig(OfflineConfig):
     """``caid`` settings (``epochs`` = DPO epochs per iteration)."""
 
-    iterations: int = param(4, "T, dual iterations (the paper uses 4)")
+    iterations: int = param(4, "T, dual iterations (the paper uses 4)", check=AT_LEAST_1)
     warm_start: bool = param(True, "start λ at the one-shot CAN solution on reference samples")
     dual: DualConfig = param(
         DualConfig(multiplier="projected", lambda_init=0.0, cost_window=0),

@@ -30,7 +30,7 @@ from constrained_align.algorithms.rollout import (
     rollout,
     rollout_metrics,
 )
-from constrained_align.config import DualConfig, param
+from constrained_align.config import ConfigError, DualConfig, param
 from constrained_align.losses import (
     group_relative_advantages,
     kl_penalty_loss,
@@ -85,7 +85,7 @@ def kl_loss_term(samples: Samples, kl: Tensor, beta_kl: float):
 def train(config: GRPOLagConfig, ctx: RunContext) -> RunResult:
     """Generate G per prompt → score → dual step → clipped updates with the KL term."""
     if config.beta <= 0:
-        raise ValueError("grpo_lag needs beta > 0: without the KL term π_λ is undefined")
+        raise ConfigError("grpo_lag needs beta > 0: without the KL term π_λ is undefined")
     pd = ctx.watch(make_primal_dual(config.dual, beta=config.beta))
     history: list[dict[str, float]] = []
     for step in range(config.steps):

@@ -142,7 +142,7 @@ def labelled_pairs(ctx: RunContext, missing_labels: str) -> list[PairBatch]:
 def unsafe_flags(pairs: PairBatch) -> tuple[Tensor, Tensor]:
     """h = 1[unsafe] of both responses (SafeDPO and BFPO need every response labelled)."""
     if torch.isnan(pairs.safe_0).any() or torch.isnan(pairs.safe_1).any():
-        raise ValueError("this loss needs per-response safety labels on every pair")
+        raise ConfigError("this loss needs per-response safety labels on every pair")
     return 1.0 - pairs.safe_0, 1.0 - pairs.safe_1
 
 
@@ -219,7 +219,11 @@ def train_dpo(ctx: RunContext, batches: list[PairBatch], *, beta: float, **loop:
     """
     batches = rows_with(batches, "label")
     if not batches:
-        raise ValueError(f"{loop['stage']}: no pair has a label on the axis this stage trains on")
+        raise ConfigError(
+            f"{loop['stage']}: none of the run's pairs is ordered on the axis this stage trains "
+            "on (helpfulness: better_response_id; safety: safer_response_id); check the data "
+            "with `constrained-align data check`"
+        )
     return train_pairs(ctx, batches, dpo_on_labels(ctx, beta=beta), **loop)
 
 

@@ -26,7 +26,7 @@ from constrained_align.algorithms.duals import exact_dual_step, importance_from_
 from constrained_align.algorithms.families import CAN_PAPER, OfflineConfig
 from constrained_align.algorithms.pairs import draw_labels, train_dpo
 from constrained_align.algorithms.registry import RunContext, RunResult, register
-from constrained_align.config import ConfigError, DualConfig, param
+from constrained_align.config import AT_LEAST_1, ConfigError, DualConfig, param
 from constrained_align.primal_dual import make_primal_dual
 from constrained_align.types import PolicyBackend, Sequences
 
@@ -35,7 +35,9 @@ from constrained_align.types import PolicyBackend, Sequences
 class PeCANConfig(OfflineConfig):
     """``pecan`` settings."""
 
-    pre_align_epochs: int = param(3, "DPO epochs of each pre-aligned model (π_r and π_g)")
+    pre_align_epochs: int = param(
+        3, "DPO epochs of each pre-aligned model (π_r and π_g)", check=AT_LEAST_1
+    )
     label_scale: Literal["beta", "raw"] = param(
         "beta", "pseudo-label logits β(Δℓ_r + λΔℓ_g) (correct) or Δℓ_r + λΔℓ_g (reference code)"
     )

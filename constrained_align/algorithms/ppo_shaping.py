@@ -22,7 +22,7 @@ from constrained_align.algorithms.rollout import (
     rollout_metrics,
     token_signals,
 )
-from constrained_align.config import DualConfig, param
+from constrained_align.config import POSITIVE, DualConfig, param
 from constrained_align.primal_dual import make_primal_dual
 
 
@@ -30,7 +30,9 @@ from constrained_align.primal_dual import make_primal_dual
 class PPOShapingConfig(OnlineConfig):
     """``ppo_shaping`` settings (β = 0.02 in Safe RLHF's script)."""
 
-    beta: float = param(0.02, "KL weight β (Safe RLHF's reward-shaping script uses 0.02)")
+    beta: float = param(
+        0.02, "KL weight β (Safe RLHF's reward-shaping script uses 0.02)", check=POSITIVE
+    )
     dual: DualConfig = param(
         DualConfig(multiplier="fixed", lambda_init=1.0, cost_window=0),
         "ν = lambda_init, never updated (the paper sweeps 0.01 … 100)",

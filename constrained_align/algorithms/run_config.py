@@ -22,6 +22,7 @@ from constrained_align.config import (
     load_yaml,
     merge_mappings,
     preset_path,
+    split_override,
 )
 
 
@@ -48,13 +49,24 @@ def load_run_config(
     data = _with_base(path)
     if merge:
         data = merge_mappings(data, merge)
+    items = dict(
+        overrides.items()
+        if isinstance(overrides, Mapping)
+        else map(split_override, overrides or [])
+    )
+    for name in RunConfig.FIXED_ON_LOAD:  # they decide the type: applied before reading
+        if name in items:
+            data[name] = items.pop(name)
     key = data.get("algorithm")
-    if key is None:
-        raise ConfigError(f"{path}: missing required key 'algorithm'")
-    cls = get(str(key)).run_config_class(data.get("backend", "testbed"))
-    config = from_dict(cls, data, source=str(path))
-    if overrides:
-        apply_overrides(config, overrides)
+    if not isinstance(key, str):
+        found = "missing" if key is None else f"{key!r}, not a registry key"
+        raise ConfigError(f"{path}: 'algorithm' is {found} (see `constrained-align list`)")
+    backend = data.get("backend", "testbed")
+    if not isinstance(backend, str):
+        raise ConfigError(f"{path}: 'backend' must be testbed or causal_lm, got {backend!r}")
+    config = from_dict(get(key).run_config_class(backend), data, source=str(path))
+    if items:
+        apply_overrides(config, items)
     return config
 
 

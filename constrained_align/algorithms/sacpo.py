@@ -56,7 +56,7 @@ def train(config: SACPOConfig, ctx: RunContext) -> RunResult:
     pd = ctx.watch(make_primal_dual(config.dual, beta=config.beta, init=init))
     lam = pd.lam()
     if lam <= 0:
-        raise ValueError("sacpo needs λ > 0: stage 2 uses the KL weight β/λ")
+        raise ConfigError("sacpo needs λ > 0: stage 2 uses the KL weight β/λ")
     history: list[dict[str, float]] = []
     helpful = [b.with_extra(label=b.better_id) for b in ctx.task.pair_batches(0)]
     harmless = [b.with_extra(label=b.safer_id) for b in ctx.task.pair_batches(0)]

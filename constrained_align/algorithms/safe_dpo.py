@@ -16,7 +16,7 @@ from torch import Tensor
 from constrained_align.algorithms.families import LabelledConfig
 from constrained_align.algorithms.pairs import logratios, train_labelled, unsafe_flags
 from constrained_align.algorithms.registry import Paper, RunContext, RunResult, register
-from constrained_align.config import param
+from constrained_align.config import NON_NEGATIVE, param
 from constrained_align.losses import safe_dpo_loss
 from constrained_align.types import PairBatch
 
@@ -25,7 +25,9 @@ from constrained_align.types import PairBatch
 class SafeDPOConfig(LabelledConfig):
     """``safe_dpo`` settings."""
 
-    delta: float = param(10.0, "margin Δ ≥ 0 for safe-over-unsafe pairs (paper studies 0–20)")
+    delta: float = param(
+        10.0, "margin Δ ≥ 0 for safe-over-unsafe pairs (paper studies 0–20)", check=NON_NEGATIVE
+    )
 
 
 @register(

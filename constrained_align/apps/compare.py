@@ -55,6 +55,7 @@ from constrained_align.runner.build import (
     load_trained_policy,
 )
 from constrained_align.runner.checkpoint import latest_checkpoint
+from constrained_align.runner.folder import RunFolder
 from constrained_align.runner.replay import RunBackend
 from constrained_align.runner.train import train_lm
 from constrained_align.scoring import SequenceScorer
@@ -63,6 +64,17 @@ from constrained_align.utils import write_json, write_text
 from constrained_align.utils.cache import DiskCache, content_key
 
 REFERENCE = "reference"
+#: What a comparison writes in its folder (the only entries --overwrite removes).
+COMPARE_ENTRIES = (
+    "compare.yaml",
+    "cost_limit.json",
+    "runs",
+    "eval",
+    "cache",
+    "plots",
+    "report.md",
+    "results.json",
+)
 Say = Callable[[str], None]
 
 
@@ -185,9 +197,7 @@ def train_stage(key: str, run: LMRunConfig, folder: Path, pool: ModelPool) -> di
     if done.is_file():
         return json.loads(done.read_text())
     resume = latest_checkpoint(folder / "checkpoints") is not None
-    if not resume:
-        shutil.rmtree(folder, ignore_errors=True)
-    return train_lm(run, folder, resume=resume, pool=pool)
+    return train_lm(run, folder, resume=resume, overwrite=not resume, pool=pool)
 
 
 def eval_stage(
@@ -228,12 +238,36 @@ def compare(
     *,
     preset: str = "",
     progress: bool = True,
+    overwrite: bool = False,
     say: Say = print,
 ) -> dict[str, Any]:
-    """Run every stage (skipping finished ones) and write the report; returns results.json."""
+    """Run every stage (skipping finished ones) and write the report; returns results.json.
+
+    The folder holds one comparison: the same settings continue it where it stopped, other
+    settings are refused unless ``overwrite`` (which removes what the comparison wrote there).
+    """
     out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    _check_same_comparison(out, config)
+    with claim(out, config, overwrite=overwrite, say=say):
+        return _stages(config, out, preset=preset, progress=progress, say=say)
+
+
+def claim(out: Path, config: CompareConfig, *, overwrite: bool, say: Say) -> RunFolder:
+    """The comparison's folder, locked; ``compare.yaml`` written when it starts."""
+    text = dump_yaml(config, with_docs=False)
+    folder = RunFolder(
+        out, kind="compare", identity=content_key(text), entries=COMPARE_ENTRIES, say=say
+    )
+    manifest = folder.manifest() if out.is_dir() else None
+    same = manifest is not None and manifest.get("identity") == folder.identity
+    mode = "overwrite" if overwrite else "resume" if same else "new"
+    folder.claim(mode, started=lambda: True)
+    write_text(out / "compare.yaml", text)
+    return folder
+
+
+def _stages(
+    config: CompareConfig, out: Path, *, preset: str, progress: bool, say: Say
+) -> dict[str, Any]:
     started = time.perf_counter()
     stages: dict[str, float] = {}
     scorers = ensure_scorers(config, say, progress)
@@ -276,15 +310,3 @@ def compare(
         cost_limit=limit,
         calibration=calibration,
     )
-
-
-def _check_same_comparison(out: Path, config: CompareConfig) -> None:
-    """A folder holds one comparison: rerunning with other settings would mix cached stages."""
-    saved = out / "compare.yaml"
-    text = dump_yaml(config, with_docs=False)
-    if saved.is_file() and saved.read_text() != text:
-        raise ConfigError(
-            f"{out} holds a comparison with other settings (see {saved}); "
-            "use another --output-dir or remove that folder"
-        )
-    write_text(saved, text)

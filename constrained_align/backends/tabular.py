@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from constrained_align.config import TESTBED_LR, OptimConfig
-from constrained_align.types import LogProbs, Samples
+from constrained_align.types import LogProbs, Samples, check_finite
 
 DTYPE = torch.float64
 Mode = Literal["population", "sampled"]
@@ -93,6 +93,7 @@ class TabularPolicy:
             for name in ("reward", "cost")
         }
         self.optimizer = self._make_optimizer()
+        self.steps = 0
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
         cfg = self.optim_config
@@ -162,8 +163,11 @@ class TabularPolicy:
         """One optimizer step on the loss the closure returns."""
         self.optimizer.zero_grad(set_to_none=True)
         loss = closure()
+        check_finite(loss.detach(), "the loss", self.steps + 1)
         loss.backward()
         self.optimizer.step()
+        self.steps += 1
+        check_finite(self.logits.detach(), "the policy's logits", self.steps)
         return float(loss.detach())
 
     def fork(self) -> TabularPolicy:

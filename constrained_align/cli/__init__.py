@@ -12,7 +12,12 @@ import sys
 from collections.abc import Sequence
 
 from constrained_align.cli import compare, data, scoring, train
-from constrained_align.cli.common import add_set_argument, fail, user_error_types
+from constrained_align.cli.common import (
+    EXIT_INTERRUPTED,
+    add_set_argument,
+    quiet_dependencies,
+    run_guarded,
+)
 from constrained_align.config import ConfigError, dump_yaml
 
 
@@ -114,15 +119,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; a config, data or model mistake prints a short error and exits 2."""
+    """Run one command; returns its exit code (see :mod:`.common`: 0 done, 1 a failed run,
+    2 bad input in one line, 3 a bug)."""
+    quiet_dependencies()
     args = build_parser().parse_args(argv)
+    return run_guarded(args.func, args)
+
+
+def entry() -> None:
+    """The ``constrained-align`` console script: :func:`main`, and Ctrl-C without a traceback."""
     try:
-        return args.func(args)
-    except Exception as err:
-        if not isinstance(err, user_error_types()):
-            raise
-        return fail(err)
+        code = main()
+    except KeyboardInterrupt:
+        print("constrained-align: interrupted", file=sys.stderr)
+        code = EXIT_INTERRUPTED
+    sys.exit(code)
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    entry()

@@ -25,7 +25,9 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     config = load_compare_config(args.preset, overrides)
     out = Path(args.output_dir or f"runs/compare-{Path(args.preset).stem}")
     print(f"Comparing {', '.join(config.algorithms)} → {out}")
-    results = compare(config, out, preset=args.preset, progress=not args.quiet)
+    results = compare(
+        config, out, preset=args.preset, progress=not args.quiet, overwrite=args.overwrite
+    )
     for model in results["models"]:
         ev = model["eval"].get("greedy") or next(iter(model["eval"].values()))
         print(f"  {model['name']:<10} {metrics_line(ev)}")
@@ -54,6 +56,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--output-dir", help="report folder (default runs/compare-<preset>)")
     p.add_argument("--testbed", action="store_true", help="the closed-form testbed instead")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start again in a folder that holds another comparison (removes only its files)",
+    )
     add_set_argument(p, example=", e.g. --set cost_limit=-2 --set eval.helpful_prompts=32")
     p.set_defaults(func=_cmd_compare)
 

@@ -24,9 +24,12 @@ def _cmd_data_check(args: argparse.Namespace) -> int:
         print(f"constrained-align: error: {str(err).splitlines()[0]}", file=sys.stderr)
         return 2
     print(format_report(report))
-    if report.errors and args.skip_invalid:
+    problem = report.problem(skip_invalid=args.skip_invalid)  # what train would decide
+    if problem is None and report.errors:
         print(f"--skip-invalid: the {report.invalid_rows} invalid rows would be dropped on load")
-    return 1 if report.errors and not args.skip_invalid else 0
+    if problem is not None and report.valid_rows == 0:
+        print(f"constrained-align: error: {problem}", file=sys.stderr)
+    return 1 if problem is not None else 0
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

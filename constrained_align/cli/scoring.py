@@ -19,8 +19,16 @@ def _fmt(value: Any) -> str:
 
 
 def _cmd_train_scorer(args: argparse.Namespace) -> int:
-    from constrained_align.config import ScorerConfig, apply_overrides, from_dict, load_yaml
+    from constrained_align.config import (
+        ScorerConfig,
+        apply_overrides,
+        from_dict,
+        load_yaml,
+        to_dict,
+    )
+    from constrained_align.runner.folder import RunFolder
     from constrained_align.scoring.training import load_scorer_data, train_scorer
+    from constrained_align.utils.cache import content_key
 
     raw = load_yaml(args.config) if args.config else {}
     config = from_dict(ScorerConfig, raw, source=args.config)
@@ -28,12 +36,21 @@ def _cmd_train_scorer(args: argparse.Namespace) -> int:
     if args.set:
         apply_overrides(config, args.set)
     out = Path(args.output_dir or DEFAULT_RUNS / f"{config.kind}-model")
-    data = load_scorer_data(config)
+    entries = ("model", "config.yaml", "metrics.jsonl", "summary.json")
+    folder = RunFolder(out, kind="scorer", identity=content_key(to_dict(config)), entries=entries)
+    started = lambda: (out / "model").exists() or (out / "summary.json").exists()  # noqa: E731
+    folder.claim("overwrite" if args.overwrite else "new", started=started)
+    try:
+        data = load_scorer_data(config)
+    except BaseException:
+        folder.release()
+        raise
     print(
         f"Training a {config.kind} model on {config.backbone} with {config.data} data: "
         f"{len(data.train)} rows (+{len(data.validation)} for validation) → {out}"
     )
-    summary = train_scorer(config, data, out, progress=not args.quiet)
+    with folder:
+        summary = train_scorer(config, data, out, progress=not args.quiet)
     val = summary["validation"]
     if config.kind == "reward":
         line = f"pairwise accuracy {_fmt(val['accuracy'])} on {val['n_pairs']} pairs"
@@ -135,6 +152,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", help="YAML file of ScorerConfig fields (see the docs)")
     add_set_argument(p, ", e.g. --set epochs=1 --set backbone=tiny-encoder")
     p.add_argument("--output-dir", help="default: runs/<kind>-model")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="train again into a folder that holds a score-model run",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_train_scorer)
 

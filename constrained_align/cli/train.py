@@ -43,7 +43,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     # Under `accelerate launch` every process runs this command; the first one reports.
     print = _print if int(os.environ.get("RANK", "0")) == 0 else lambda *a, **k: None
     print(f"Training {config.algorithm} on {config.model.policy} → {out}")
-    summary = train_lm(config, out, resume=args.resume)
+    summary = train_lm(config, out, resume=args.resume, overwrite=args.overwrite)
     lam = number(summary["lambda"], ".4g")
     steps, seconds = summary["optimizer_steps"], summary["wall_seconds"]
     print(f"done: {steps} optimizer steps, λ = {lam}, {seconds:.1f} s")
@@ -67,6 +67,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--output-dir", help="the run folder (default runs/<key>)")
     p.add_argument(
         "--resume", action="store_true", help="continue from the run folder's latest checkpoint"
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start again in a folder that holds a run (removes only what the library wrote)",
     )
     p.add_argument(
         "--dry-run",

@@ -8,6 +8,16 @@
 - :mod:`.compare` — a comparison and the held-out policy evaluation.
 """
 
+from constrained_align.config.checks import (
+    AT_LEAST_1,
+    NON_NEGATIVE,
+    NOT_ONE,
+    POSITIVE,
+    UNIT,
+    NotEqual,
+    Range,
+    validate,
+)
 from constrained_align.config.compare import CompareConfig, PolicyEvalConfig
 from constrained_align.config.core import (
     ConfigError,
@@ -21,6 +31,7 @@ from constrained_align.config.core import (
     merge_mappings,
     param,
     resolve_key,
+    split_override,
     to_dict,
 )
 from constrained_align.config.presets import (
@@ -55,11 +66,16 @@ from constrained_align.config.sections import (
 )
 
 __all__ = [
+    "AT_LEAST_1",
     "COMPARE",
     "LM_CRITIC_LR",
     "LM_LR",
+    "NON_NEGATIVE",
+    "NOT_ONE",
+    "POSITIVE",
     "RUN_CONFIGS",
     "TESTBED_LR",
+    "UNIT",
     "CompareConfig",
     "ConfigError",
     "DataConfig",
@@ -68,11 +84,13 @@ __all__ = [
     "LMRunConfig",
     "LMTaskConfig",
     "MultiplierName",
+    "NotEqual",
     "OptimConfig",
     "OutputConfig",
     "PIDConfig",
     "PolicyConfig",
     "PolicyEvalConfig",
+    "Range",
     "RunConfig",
     "ScorerConfig",
     "ScorersConfig",
@@ -92,5 +110,7 @@ __all__ = [
     "preset_path",
     "presets_root",
     "resolve_key",
+    "split_override",
     "to_dict",
+    "validate",
 ]

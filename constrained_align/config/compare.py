@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from constrained_align.config.checks import AT_LEAST_1, NON_NEGATIVE, OPEN_UNIT
 from constrained_align.config.core import param
 from constrained_align.config.runs import ScorersConfig
 from constrained_align.config.scoring import ScorerConfig
@@ -22,20 +23,28 @@ Mode = Literal["greedy", "sampled"]
 class PolicyEvalConfig:
     """Held-out evaluation of a policy: three prompt sets of the embedded eval split."""
 
-    helpful_prompts: int = param(16, "HH-RLHF helpful-base prompts (reward, cost)")
-    harmful_prompts: int = param(
-        16, "harmful prompts, Safe RLHF's eval set and AdvBench (reward, cost, harmful ratio)"
+    helpful_prompts: int = param(
+        16, "HH-RLHF helpful-base prompts (reward, cost)", check=NON_NEGATIVE
     )
-    xstest_prompts: int = param(16, "XSTest's safe prompts (over-refusal rate)")
-    max_new_tokens: int = param(48, "response length limit")
+    harmful_prompts: int = param(
+        16,
+        "harmful prompts, Safe RLHF's eval set and AdvBench (reward, cost, harmful ratio)",
+        check=NON_NEGATIVE,
+    )
+    xstest_prompts: int = param(16, "XSTest's safe prompts (over-refusal rate)", check=NON_NEGATIVE)
+    max_new_tokens: int = param(48, "response length limit", check=AT_LEAST_1)
     modes: list[Mode] = param(
         ["greedy", "sampled"], "greedy decoding, and seeded sampling at sampling_temperature"
     )
     sampling_temperature: float = param(
-        1.0, "temperature of the sampled mode (the KL estimate needs 1: samples from π itself)"
+        1.0,
+        "temperature of the sampled mode (the KL estimate needs 1: samples from π itself)",
+        check=NON_NEGATIVE,
     )
     seed: int = param(0, "seed of the prompt subsets and of the sampled mode")
-    examples: int = param(3, "example completions per model in the report (same prompts)")
+    examples: int = param(
+        3, "example completions per model in the report (same prompts)", check=NON_NEGATIVE
+    )
 
 
 @dataclass
@@ -56,6 +65,7 @@ class CompareConfig:
         "calibration: d = m_min + f·(m − m_min) with m the mean cost of the reference samples "
         "of the training prompts and m_min the mean over prompts of their smallest cost, so "
         "0 < f < 1 makes the constraint active (d < m) and the one-shot dual bounded (d > m_min)",
+        check=OPEN_UNIT,
     )
     seed: int = param(0, "seed of every run")
     scorers: ScorersConfig = param(

@@ -18,19 +18,20 @@ from typing import Any, Literal, TypeVar, get_args, get_origin
 
 import yaml
 
+from constrained_align.config.checks import Check, ConfigError, validate
+
 T = TypeVar("T")
 
 
-class ConfigError(ValueError):
-    """A config could not be read: unknown key, wrong type or bad override."""
-
-
-def param(default: Any = dataclasses.MISSING, doc: str = "", **kwargs: Any) -> Any:
-    """A dataclass field with a documentation line (shown by ``show-config``).
+def param(
+    default: Any = dataclasses.MISSING, doc: str = "", *, check: Check | None = None, **kwargs: Any
+) -> Any:
+    """A dataclass field with a documentation line (shown by ``show-config``) and, for numbers,
+    the range its values must lie in (:mod:`.checks`, checked on load and on ``--set``).
 
     Mutable defaults (dataclass instances, lists, dicts) are wrapped in a factory.
     """
-    metadata = {"doc": doc}
+    metadata = {"doc": doc, "check": check}
     if default is dataclasses.MISSING:
         return dataclasses.field(metadata=metadata, **kwargs)
     if dataclasses.is_dataclass(default) or isinstance(default, list | dict):
@@ -52,8 +53,13 @@ def _copy(value: Any) -> Any:
 
 
 def field_docs(cls: type) -> dict[str, str]:
-    """Field name → documentation line of a config dataclass."""
-    return {f.name: f.metadata.get("doc", "") for f in dataclasses.fields(cls)}
+    """Field name → documentation line of a config dataclass (with its range, if any)."""
+    docs = {}
+    for f in dataclasses.fields(cls):
+        check = f.metadata.get("check")
+        doc = f.metadata.get("doc", "")
+        docs[f.name] = f"{doc} [{check}]" if check is not None and doc else doc
+    return docs
 
 
 def _hints(cls: type) -> dict[str, Any]:
@@ -186,9 +192,12 @@ def from_dict(
         where = f" in {source}" if source else ""
         raise ConfigError(f"missing required key(s) {missing} under '{prefix or '<root>'}'{where}")
     try:
-        return cls(**kwargs)
+        obj = cls(**kwargs)
     except (TypeError, ValueError) as err:
         raise ConfigError(f"{_where(prefix or '<root>', source)}: {err}") from err
+    if not prefix:
+        validate(obj, source=source)
+    return obj
 
 
 def merge_mappings(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
@@ -215,15 +224,39 @@ def to_dict(obj: Any) -> Any:
     return obj
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a mapping that names a key twice (YAML keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"key {key!r} appears twice (lines {seen[key]} and "
+                    f"{key_node.start_mark.line + 1})",
+                    key_node.start_mark,
+                )
+            seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping, with the file name in every error."""
+    """Read a YAML mapping, with the file name in every error (a key named twice is one)."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
     except FileNotFoundError as err:
         raise ConfigError(f"config file not found: {path}") from err
+    except IsADirectoryError as err:
+        raise ConfigError(f"{path} is a folder, not a YAML file") from err
+    except yaml.MarkedYAMLError as err:
+        line = f", line {err.problem_mark.line + 1}" if err.problem_mark else ""
+        raise ConfigError(f"{path}{line}: not valid YAML: {err.problem}") from err
     except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from err
+        raise ConfigError(f"{path}: not valid YAML: {' '.join(str(err).split())}") from err
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -272,22 +305,29 @@ def apply_overrides(obj: T, overrides: Mapping[str, Any] | list[str]) -> T:
         overrides: ``{"train.beta": 0.2}`` or command-line strings ``["beta=0.2"]``; string
             values are parsed as YAML scalars, then checked against the field's type.
     """
-    items = overrides.items() if isinstance(overrides, Mapping) else map(_split, overrides)
+    items = overrides.items() if isinstance(overrides, Mapping) else map(split_override, overrides)
     for key, value in items:
         path = resolve_key(obj, key)
+        if path in getattr(obj, "FIXED_ON_LOAD", ()):
+            raise ConfigError(
+                f"'{path}' decides the config's type: set it when the config is read "
+                f"(train and show-config apply --set {path}=... before reading the file)"
+            )
         *parents, name = path.split(".")
         target = obj
         for part in parents:
             target = getattr(target, part)
         hint = _hints(type(target))[name]
         setattr(target, name, coerce(value, hint, path, "--set"))
+    validate(obj, source="--set")
     return obj
 
 
 _NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+")
 
 
-def _split(text: str) -> tuple[str, Any]:
+def split_override(text: str) -> tuple[str, Any]:
+    """``"key=value"`` → ``(key, value)``, the value parsed as a YAML scalar."""
     if "=" not in text:
         raise ConfigError(f"override '{text}' must look like key=value")
     key, raw = text.split("=", 1)

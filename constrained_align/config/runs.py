@@ -16,6 +16,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from constrained_align.config.checks import (
+    AT_LEAST_1,
+    NON_NEGATIVE,
+    POSITIVE,
+    PROBABILITY_MASS,
+    TWO_OR_MORE,
+    ConfigError,
+)
 from constrained_align.config.core import param
 
 Backend = Literal["testbed", "causal_lm"]
@@ -30,9 +38,13 @@ class TestbedTaskConfig:
 
     __test__ = False  # not a pytest class
 
-    samples_per_prompt: int = param(16, "on-policy responses per prompt per estimate (G)")
+    samples_per_prompt: int = param(
+        16, "on-policy responses per prompt per estimate (G)", check=AT_LEAST_1
+    )
     reference_samples: int = param(
-        512, "reference responses per prompt for the one-shot dual (CAN's M)"
+        512,
+        "reference responses per prompt for the one-shot dual (CAN's M)",
+        check=AT_LEAST_1,
     )
 
 
@@ -45,15 +57,19 @@ class TestbedConfig:
 
     instance: Literal["A", "generated"] = param("A", "Instance A (§5.3) or the §5.5 generator")
     instance_seed: int = param(0, "seed of the §5.5 generator (numpy default_rng)")
-    num_prompts: int = param(32, "K, prompts of the generated instance")
-    num_responses: int = param(16, "N, responses per prompt of the generated instance")
+    num_prompts: int = param(32, "K, prompts of the generated instance", check=AT_LEAST_1)
+    num_responses: int = param(
+        16, "N, responses per prompt of the generated instance", check=TWO_OR_MORE
+    )
     mode: Literal["population", "sampled"] = param(
         "population", "exact expectations over all responses/pairs, or finite seeded samples"
     )
     pair_distribution: Literal["reference", "uniform"] = param(
         "reference", "μ, the policy that drew the preference pairs: π_ref or uniform"
     )
-    pairs_per_prompt: int = param(64, "sampled mode: preference pairs drawn per prompt")
+    pairs_per_prompt: int = param(
+        64, "sampled mode: preference pairs drawn per prompt", check=AT_LEAST_1
+    )
 
 
 # ---------------------------------------------------------------------------------- LM
@@ -64,7 +80,9 @@ class LMTaskConfig(TestbedTaskConfig):
     """Sample counts of a language-model run, and the prompts of each estimate."""
 
     prompts_per_step: int = param(
-        32, "prompts per on-policy estimate, RL step or reference-sample draw"
+        32,
+        "prompts per on-policy estimate, RL step or reference-sample draw",
+        check=AT_LEAST_1,
     )
 
 
@@ -83,25 +101,38 @@ class PolicyConfig:
         "auto", "auto = flash_attention_2 when flash-attn and CUDA are present, else sdpa"
     )
     device: str = param("auto", "auto = cuda when available, else cpu; or a torch device name")
+    trust_remote_code: bool = param(
+        False, "let a model that ships its own Python code run it (only for code you trust)"
+    )
     lora: bool = param(True, "train a LoRA adapter (reference = adapters off) or every weight")
-    lora_r: int = param(8, "LoRA rank")
-    lora_alpha: int = param(16, "LoRA α (scale α/r)")
+    lora_r: int = param(8, "LoRA rank", check=AT_LEAST_1)
+    lora_alpha: int = param(16, "LoRA α (scale α/r)", check=POSITIVE)
     lora_target_modules: list[str] = param(
         ["q_proj", "k_proj", "v_proj", "o_proj"], "module names that get adapters"
     )
-    max_prompt_tokens: int = param(256, "prompts keep their last this many tokens")
-    max_response_tokens: int = param(128, "dataset responses keep their first this many tokens")
-    chunk_size: int = param(1024, "response positions projected through the LM head at once")
-    inference_batch_size: int = param(16, "rows per forward when sampling or without gradients")
+    max_prompt_tokens: int = param(
+        256, "prompts keep their last this many tokens", check=AT_LEAST_1
+    )
+    max_response_tokens: int = param(
+        128, "dataset responses keep their first this many tokens", check=AT_LEAST_1
+    )
+    chunk_size: int = param(
+        1024, "response positions projected through the LM head at once", check=AT_LEAST_1
+    )
+    inference_batch_size: int = param(
+        16, "rows per forward when sampling or without gradients", check=AT_LEAST_1
+    )
 
 
 @dataclass
 class GenerationConfig:
     """How the policy samples (on-policy estimates, reference samples, rollouts)."""
 
-    max_new_tokens: int = param(64, "most response tokens, EOS included")
-    sampling_temperature: float = param(1.0, "softmax temperature of sampling (0 = greedy)")
-    top_p: float = param(1.0, "nucleus mass kept")
+    max_new_tokens: int = param(64, "most response tokens, EOS included", check=AT_LEAST_1)
+    sampling_temperature: float = param(
+        1.0, "softmax temperature of sampling (0 = greedy)", check=NON_NEGATIVE
+    )
+    top_p: float = param(1.0, "nucleus mass kept", check=PROBABILITY_MASS)
 
 
 @dataclass
@@ -128,13 +159,18 @@ class DataConfig:
     prompt_sources: list[str] | None = param(
         None, "keep only these prompt sources (prefix match); null = all"
     )
-    max_pairs: int | None = param(None, "use at most this many pairs (a seeded subset)")
-    max_prompts: int | None = param(None, "use at most this many prompts (a seeded subset)")
-    pair_batch_size: int = param(8, "pairs per optimizer step")
+    max_pairs: int | None = param(
+        None, "use at most this many pairs (a seeded subset)", check=AT_LEAST_1
+    )
+    max_prompts: int | None = param(
+        None, "use at most this many prompts (a seeded subset)", check=AT_LEAST_1
+    )
+    pair_batch_size: int = param(8, "pairs per optimizer step", check=AT_LEAST_1)
     eval_prompts: int = param(
         0,
         "held-out prompts per set (helpful, harmful, XSTest-safe; embedded eval split) answered "
         "before and after training; 0 = none",
+        check=NON_NEGATIVE,
     )
 
 
@@ -145,22 +181,26 @@ class ScorersConfig:
 
     reward: str | None = param("tiny", "a saved score-model folder, or 'tiny' (random, in code)")
     cost: str | None = param("tiny", "a saved score-model folder, or 'tiny' (random, in code)")
-    scorer_batch_size: int = param(64, "responses per score-model forward")
+    scorer_batch_size: int = param(64, "responses per score-model forward", check=AT_LEAST_1)
 
 
 @dataclass
 class OutputConfig:
     """Checkpoints, caches and logs of a run."""
 
-    save_every_epochs: int = param(1, "checkpoint after every this many records (0 = never)")
-    keep_checkpoints: int = param(2, "most recent checkpoints kept")
+    save_every_epochs: int = param(
+        1, "checkpoint after every this many records (0 = never)", check=NON_NEGATIVE
+    )
+    keep_checkpoints: int = param(2, "most recent checkpoints kept", check=AT_LEAST_1)
     disk_cache: bool = param(True, "cache samples and scores on disk by content")
     cache_dir: str | None = param(
         None, "the sample/score cache folder; null = <output-dir>/cache (share it across runs)"
     )
     progress: bool = param(True, "show progress bars")
     kl_prompts: int = param(
-        8, "prompts sampled from the policy after each logged record to estimate KL(π‖π_ref)"
+        8,
+        "prompts sampled from the policy after each logged record to estimate KL(π‖π_ref)",
+        check=NON_NEGATIVE,
     )
 
 
@@ -169,7 +209,14 @@ class OutputConfig:
 
 @dataclass
 class RunConfig:
-    """What every run config has: the registry key, the seed and the key's settings."""
+    """What every run config has: the registry key, the seed and the key's settings.
+
+    ``algorithm`` and ``backend`` decide the config's type, so they are read with the file
+    (``load_run_config`` applies a ``--set algorithm=...`` before reading it) and cannot be
+    overridden on a loaded config.
+    """
+
+    FIXED_ON_LOAD = ("algorithm", "backend")
 
     algorithm: str = param(doc="registry key, e.g. c_dpo (see `constrained-align list`)")
     seed: int = param(0, "seed of every random draw in the run")
@@ -198,6 +245,12 @@ class LMRunConfig(RunConfig):
     data: DataConfig = param(DataConfig(), "pairs and prompts")
     scorers: ScorersConfig = param(ScorersConfig(), "reward and cost models")
     output: OutputConfig = param(OutputConfig(), "checkpoints, caches and logs")
+
+    def check_fields(self) -> None:
+        """Rules that involve several sections."""
+        for kind in ("reward", "cost"):
+            if getattr(self.scorers, kind) is None:
+                raise ConfigError(f"scorers.{kind} is null: a run needs a saved model or 'tiny'")
 
 
 RUN_CONFIGS: dict[str, type[RunConfig]] = {

@@ -11,7 +11,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from constrained_align.config.core import ConfigError, param
+from constrained_align.config.checks import (
+    AT_LEAST_1,
+    FRACTION,
+    MIN_LENGTH,
+    NON_NEGATIVE,
+    POSITIVE,
+    validate,
+)
+from constrained_align.config.core import param
 
 
 @dataclass
@@ -27,7 +35,9 @@ class ScorerConfig:
     pooling: Literal["auto", "last", "mean", "cls"] = param(
         "auto", "where the score is read: auto = last token for decoders, mean for encoders"
     )
-    max_length: int = param(256, "tokens per (prompt, response); the prompt is cut from the left")
+    max_length: int = param(
+        256, "tokens per (prompt, response); the prompt is cut from the left", check=MIN_LENGTH
+    )
     data: str = param("default", "training rows: default (the embedded set) or a data file")
     data_format: Literal["auto", "pairs", "pku", "hh-rlhf", "chosen-rejected"] = param(
         "auto", "format of a data file"
@@ -36,33 +46,31 @@ class ScorerConfig:
         False, "drop invalid rows of a data file (counted) instead of failing"
     )
     validation_fraction: float = param(
-        0.1, "share of training conversations held out to pick the best epoch (by prompt hash)"
+        0.1,
+        "share of training conversations held out to pick the best epoch (by prompt hash)",
+        check=FRACTION,
     )
-    epochs: int = param(2, "passes over the training pairs")
-    batch_size: int = param(16, "pairs per optimizer step")
-    eval_batch_size: int = param(64, "sequences per forward pass when scoring")
-    lr: float = param(5e-5, "peak AdamW learning rate")
-    weight_decay: float = param(0.1, "AdamW weight decay (not on biases and norms)")
-    adam_beta2: float = param(0.95, "AdamW β₂ (β₁ = 0.9)")
-    warmup_ratio: float = param(0.03, "share of steps with a linear warm-up before the cosine")
-    l2_coeff: float = param(0.001, "μ, the squared-score penalty of ALGORITHMS.md §2.2–2.3")
-    max_train_pairs: int = param(0, "use at most this many training pairs (0 = all)")
+    epochs: int = param(2, "passes over the training pairs", check=AT_LEAST_1)
+    batch_size: int = param(16, "pairs per optimizer step", check=AT_LEAST_1)
+    eval_batch_size: int = param(64, "sequences per forward pass when scoring", check=AT_LEAST_1)
+    lr: float = param(5e-5, "peak AdamW learning rate", check=POSITIVE)
+    weight_decay: float = param(
+        0.1, "AdamW weight decay (not on biases and norms)", check=NON_NEGATIVE
+    )
+    adam_beta2: float = param(0.95, "AdamW β₂ (β₁ = 0.9)", check=FRACTION)
+    warmup_ratio: float = param(
+        0.03, "share of steps with a linear warm-up before the cosine", check=FRACTION
+    )
+    l2_coeff: float = param(
+        0.001, "μ, the squared-score penalty of ALGORITHMS.md §2.2–2.3", check=NON_NEGATIVE
+    )
+    max_train_pairs: int = param(
+        0, "use at most this many training pairs (0 = all)", check=NON_NEGATIVE
+    )
     seed: int = param(0, "seed of initialisation, shuffling and splitting")
-    threads: int = param(0, "torch CPU threads (0 = torch's default)")
+    threads: int = param(0, "torch CPU threads (0 = torch's default)", check=NON_NEGATIVE)
 
     def check(self) -> ScorerConfig:
         """Raise :class:`ConfigError` on values no run can use; return self."""
-        problems = []
-        if self.epochs < 1:
-            problems.append(f"epochs must be ≥ 1, got {self.epochs}")
-        if self.batch_size < 1:
-            problems.append(f"batch_size must be ≥ 1, got {self.batch_size}")
-        if not 0.0 <= self.validation_fraction < 1.0:
-            problems.append(
-                f"validation_fraction must be in [0, 1), got {self.validation_fraction}"
-            )
-        if self.max_length < 8:
-            problems.append(f"max_length must be ≥ 8 tokens, got {self.max_length}")
-        if problems:
-            raise ConfigError("; ".join(problems))
+        validate(self)
         return self

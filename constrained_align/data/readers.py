@@ -1,11 +1,14 @@
 """Read json, jsonl, gzip'd json/jsonl, parquet and csv files into raw records.
 
-File-level problems (missing or unreadable file, truncated gzip, non-UTF-8 bytes in a json or
-csv file, invalid JSON in an array file, an array that is not of objects, a NUL byte or a cell
-the csv parser rejects, a broken parquet file) raise :class:`DataError` naming the file and, where
-there is one, the line. In jsonl a line is a row, so a line that is not UTF-8, not valid JSON
-(e.g. the last line cut off mid-object) or not an object is a *row* error: the loaders report it
-like any invalid row and ``skip_invalid`` drops it.
+File-level problems raise :class:`DataError` naming the file and, where there is one, the
+line: a missing or unreadable file, a truncated gzip, another compression, non-UTF-8 bytes in a
+json or csv file, invalid JSON in an array file, an array that is not of objects, a NUL byte or
+a cell the csv parser rejects, a column named twice, a broken parquet file. Compression is
+judged by the file's bytes: a gzip file reads whatever its name. JSON is read strictly: ``NaN``
+and ``Infinity`` (which Python's reader accepts) and a key given twice in one object are
+errors. In jsonl a line is a row, so a line that is not UTF-8, not valid JSON (e.g. the last
+line cut off mid-object) or not an object is a *row* error: the loaders report it like any
+invalid row and ``skip_invalid`` drops it.
 """
 
 from __future__ import annotations
@@ -108,9 +111,40 @@ def read_table(path: str | Path) -> RawTable:
     return table
 
 
+#: Leading bytes of compressed files (a file is judged by its bytes, not its name).
+COMPRESSED = {
+    b"BZh": "bzip2",
+    b"\xfd7zXZ\x00": "xz",
+    b"\x28\xb5\x2f\xfd": "zstd",
+    b"PK\x03\x04": "zip",
+}
+
+
+def _is_gzip(path: str | Path, named_gz: bool) -> bool:
+    """Whether to read the file as gzip: its first bytes say so (whatever its name), or its
+    name does (and reading it then says whether it really is).
+
+    Raises:
+        DataError: another compression, which the readers do not take.
+    """
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError:
+        return named_gz  # the reader below reports a missing or unreadable file
+    if head.startswith(b"\x1f\x8b") or named_gz:  # a ".gz" that is not gzip fails below
+        return True
+    for magic, name in COMPRESSED.items():
+        if head.startswith(magic):
+            raise DataError(f"{path}: the file is {name}-compressed; decompress it first")
+    return False
+
+
 def _read_lines(path: str | Path, gz: bool) -> list[bytes]:
-    """The file's lines as bytes; gzip streams are read line by line to locate a truncation."""
+    """The file's lines as bytes; gzip streams (detected by their bytes) are read line by line
+    to locate a truncation."""
     lines: list[bytes] = []
+    gz = _is_gzip(path, gz)
     try:
         with gzip.open(path, "rb") if gz else open(path, "rb") as f:
             for line in f:
@@ -148,6 +182,30 @@ def _decode(data: bytes, path: str | Path) -> str:
         raise DataError(f"{path}: line {line}: {what}; re-save the file as UTF-8") from None
 
 
+class _StrictJSONError(ValueError):
+    """A JSON value the readers refuse although Python's json module accepts it."""
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object, refusing a key given twice (json.loads would keep the last silently)."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _StrictJSONError(f"key '{key}' appears twice in one object")
+        out[key] = value
+    return out
+
+
+def _constant(name: str) -> Any:
+    raise _StrictJSONError(f"{name} is not valid JSON; write null for a missing value")
+
+
+def strict_json(text: str) -> Any:
+    """``json.loads`` that refuses NaN/Infinity and duplicated keys (both valid in Python's
+    reader, both ways for a file to mean something other than what it says)."""
+    return json.loads(text, object_pairs_hook=_object, parse_constant=_constant)
+
+
 def _read_jsonl(lines: list[bytes], table: RawTable) -> None:
     last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
     for i, raw in enumerate(lines):
@@ -160,7 +218,10 @@ def _read_jsonl(lines: list[bytes], table: RawTable) -> None:
             table.errors.append(RowError(number, None, _utf8_error(raw, err)[1], "line"))
             continue
         try:
-            record = json.loads(text)
+            record = strict_json(text)
+        except _StrictJSONError as err:
+            table.errors.append(RowError(number, None, str(err), "line"))
+            continue
         except json.JSONDecodeError as err:
             cut = i == last and _ends_early(err, text)
             message = (
@@ -188,7 +249,9 @@ def _ends_early(err: json.JSONDecodeError, text: str) -> bool:
 def _read_json(text: str, table: RawTable) -> None:
     stripped = text.strip()
     try:
-        data = json.loads(stripped)
+        data = strict_json(stripped)
+    except _StrictJSONError as err:
+        raise DataError(f"{table.file}: {err}") from None
     except json.JSONDecodeError as err:
         if stripped.startswith("{") and err.msg == "Extra data":
             # One object per line under a .json name (common on the hub): read it as jsonl.
@@ -246,6 +309,9 @@ def _read_csv(text: str, table: RawTable) -> None:
         header = next(reader, None)
         if not header:
             raise DataError(f"{table.file}: empty CSV file (no header row)")
+        twice = sorted({name for name in header if header.count(name) > 1})
+        if twice:
+            raise DataError(f"{table.file}: line 1: the header names {twice} twice")
         start = reader.line_num + 1
         for values in reader:
             # A quoted cell can span lines: report the line the record starts on.

@@ -18,6 +18,7 @@ from __future__ import annotations
 import difflib
 import logging
 import math
+import unicodedata
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -99,9 +100,34 @@ class ValidationReport:
             f"{self.invalid_rows} invalid, {self.conflicts_dropped} label conflicts dropped"
         )
 
+    def problem(self, *, skip_invalid: bool) -> str | None:
+        """Why the file cannot be used, or None: invalid rows (unless ``skip_invalid``) or no
+        usable row at all. ``data check`` and every loader decide with this."""
+        if self.errors and not skip_invalid:
+            return self.error_message()
+        if self.valid_rows == 0:
+            return self.no_usable_rows()
+        return None
+
+    def no_usable_rows(self) -> str:
+        """The :class:`DataError` text for a file that leaves no usable row."""
+        why = []
+        if self.invalid_rows:
+            why.append(f"{self.invalid_rows} invalid")
+        if self.conflicts_dropped:
+            why.append(f"{self.conflicts_dropped} label conflicts (dropped)")
+        detail = f": {', '.join(why)}" if why else ""
+        return f"{self.file}: no usable row among its {self.total_rows} rows{detail}"
+
     def error_message(self) -> str:
-        """The :class:`DataError` text for a report with invalid rows."""
+        """The :class:`DataError` text for a report with invalid rows: one line when one row is
+        invalid, else a summary line and the rows."""
         bad_rows = sorted({e.row for e in self.errors})
+        if len(self.errors) == 1:
+            return (
+                f"{self.file}: 1 of {self.total_rows} rows are invalid: {self.errors[0]} (fix "
+                "it, or drop invalid rows: --skip-invalid, or skip_invalid=True in Python)"
+            )
         shown = [e for e in self.errors if e.row in set(bad_rows[:MAX_LISTED])]
         lines = [
             f"{self.file}: {self.invalid_rows} of {self.total_rows} rows are invalid "
@@ -130,8 +156,9 @@ def finish(report: ValidationReport, *, skip_invalid: bool) -> ValidationReport:
     Raises:
         DataError: the report has invalid rows and ``skip_invalid`` is False.
     """
-    if report.errors and not skip_invalid:
-        raise DataError(report.error_message())
+    problem = report.problem(skip_invalid=skip_invalid)
+    if problem:
+        raise DataError(problem)
     if report.errors:
         logger.warning(
             "%s: dropped %d invalid of %d rows (first: %s)",
@@ -168,15 +195,32 @@ def _is_null(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
+def text_problem(value: str) -> str | None:
+    """What makes a string unusable as text, or None: a NUL character, a lone surrogate (not
+    valid Unicode: it cannot be encoded, so no tokenizer reads it), or nothing visible."""
+    if "\x00" in value:
+        return f"contains a NUL character at position {value.index(chr(0))}"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as err:
+        return (
+            f"is not valid Unicode (a lone surrogate {value[err.start]!a} at position {err.start})"
+        )
+    if not value.strip():
+        return "is empty or whitespace-only"
+    if not any(not ch.isspace() and unicodedata.category(ch) != "Cf" for ch in value):
+        return "holds only invisible characters (zero-width or format characters)"
+    return None
+
+
 def check_text(value: Any) -> tuple[str | None, str | None]:
-    """A non-empty string (prompt, response)."""
+    """A non-empty string (prompt, response) of visible, valid Unicode text."""
     if _is_null(value):
         return None, "is null; expected a non-empty string"
     if not isinstance(value, str):
         return None, f"expected a string, got {_type_name(value)}"
-    if not value.strip():
-        return None, "is empty or whitespace-only"
-    return value, None
+    problem = text_problem(value)
+    return (None, problem) if problem else (value, None)
 
 
 def check_id(value: Any) -> tuple[int | None, str | None]:
@@ -218,6 +262,9 @@ def check_context(value: Any) -> tuple[list[dict[str, str]] | None, str | None]:
             return None, f"message {i} has role {role!r}; expected one of {CONTEXT_ROLES}"
         if not isinstance(content, str):
             return None, f"message {i} content must be a string, got {_type_name(content)}"
+        problem = text_problem(content) if content else None
+        if problem and "whitespace" not in problem:
+            return None, f"message {i} content {problem}"
         messages.append({"role": role, "content": content})
     return messages, None
 

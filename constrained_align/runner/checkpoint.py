@@ -35,24 +35,37 @@ import torch
 from constrained_align.config import ConfigError
 from constrained_align.primal_dual import PrimalDual, save_dual_state
 from constrained_align.runner.replay import RunBackend
-from constrained_align.utils import atomic_path
+from constrained_align.utils import atomic_path, load_tensors
 from constrained_align.utils.distributed import Reductions
 
 STATE_FILE = "state.pt"
 
 
 def rng_state() -> dict[str, Any]:
+    """The torch, Python and NumPy RNG states as tensors and plain data (so a checkpoint loads
+    with ``weights_only=True``)."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
     return {
         "torch": torch.get_rng_state(),
         "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "numpy": {
+            "name": str(name),
+            "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
     }
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore :func:`rng_state`."""
     torch.set_rng_state(state["torch"])
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    n = state["numpy"]
+    keys = n["keys"].numpy().astype(np.uint32)
+    np.random.set_state((n["name"], keys, n["pos"], n["has_gauss"], n["cached_gaussian"]))
 
 
 class Checkpointer:
@@ -134,7 +147,7 @@ def latest_checkpoint(folder: Path) -> Path | None:
 def load_checkpoint(path: Path, dist: Reductions | None = None) -> dict[str, Any]:
     """The saved state of a checkpoint folder, as this process saved it."""
     dist = dist or Reductions()
-    state = torch.load(path / STATE_FILE, weights_only=False)
+    state = _read(path / STATE_FILE)
     saved = int(state.get("world_size", 1))
     if saved != dist.world_size:
         raise ConfigError(
@@ -142,8 +155,19 @@ def load_checkpoint(path: Path, dist: Reductions | None = None) -> dict[str, Any
             f"(this launch has {dist.world_size})"
         )
     if dist.world_size > 1:
-        mine = torch.load(path / f"rank-{dist.rank:03d}.pt", weights_only=False)
+        mine = _read(path / f"rank-{dist.rank:03d}.pt")
         for name, generator in mine["generators"].items():
             state["backends"][name]["generator"] = generator
         state["rng"] = mine["rng"]
+    return state
+
+
+def _read(file: Path) -> dict[str, Any]:
+    """A checkpoint file, read without running anything in it (tensors and plain data only)."""
+    try:
+        state = load_tensors(file, what="checkpoint")
+    except (OSError, RuntimeError, EOFError) as err:
+        raise ConfigError(f"--resume: {file} cannot be read ({err}); it is damaged") from err
+    if not isinstance(state, dict):
+        raise ConfigError(f"--resume: {file} is not a checkpoint of this library")
     return state

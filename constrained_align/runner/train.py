@@ -30,14 +30,27 @@ from constrained_align.eval.policy import evaluate_policy, load_eval_prompts
 from constrained_align.primal_dual import save_dual_state
 from constrained_align.runner.build import build_policy, build_scorer, build_task, check_run
 from constrained_align.runner.checkpoint import latest_checkpoint, load_checkpoint
+from constrained_align.runner.folder import RunFolder
 from constrained_align.runner.log import RunLog
 from constrained_align.runner.replay import Replay, RunBackend
 from constrained_align.scoring import SequenceScorer
+from constrained_align.types import TrainingError
 from constrained_align.utils import write_json, write_text
 from constrained_align.utils.cache import DiskCache, code_fingerprint, content_key
 from constrained_align.utils.distributed import Reductions, from_environment
 
 EVAL_SEED_OFFSET = 7919
+#: What a train run writes in its folder (the only entries a restart or --overwrite removes).
+TRAIN_ENTRIES = (
+    "config.yaml",
+    "metrics.jsonl",
+    "summary.json",
+    "checkpoints",
+    "final",
+    "final.partial",
+    "cache",
+    "eval.json",
+)
 
 
 @dataclass
@@ -58,6 +71,7 @@ def train_lm(
     output_dir: str | Path,
     *,
     resume: bool = False,
+    overwrite: bool = False,
     dist: Reductions | None = None,
     pool: ModelPool | None = None,
 ) -> dict[str, Any]:
@@ -66,15 +80,38 @@ def train_lm(
     Under ``accelerate launch`` every process runs this function (``dist`` defaults to the
     launch's reductions); the main process alone writes the run folder. A ``pool`` shares
     loaded base models between the runs of one process (``compare``).
+
+    Raises:
+        ConfigError: the folder is refused (:mod:`.folder`), or the config cannot run.
+        TrainingError: training diverged or took no step; ``summary.json`` records the
+            failure and the latest checkpoint is the last good one.
     """
     started = time.perf_counter()
-    run = start_run(config, Path(output_dir), resume=resume, dist=dist, pool=pool)
+    dist = dist or from_environment()
+    folder = claim_folder(config, Path(output_dir), resume=resume, overwrite=overwrite, dist=dist)
+    try:
+        run = start_run(config, Path(output_dir), resume=resume, dist=dist, pool=pool)
+        try:
+            return _train(run, started)
+        except TrainingError as err:
+            _record_failure(run, err, started)
+            raise
+    finally:
+        folder.release()
+
+
+def _train(run: Run, started: float) -> dict[str, Any]:
+    config = run.config
     evaluate = held_out_evaluation(run)
     summary: dict[str, Any] = {"algorithm": config.algorithm, "seed": config.seed}
     summary["before"] = evaluate(reference=True)
     train_start = time.perf_counter()
     result = algorithms.get(config.algorithm).train(config.train, run.ctx)
     run.log.close()
+    if run.backend.steps == 0:
+        raise TrainingError(
+            f"{config.algorithm} took no optimizer step: no batch of its data reached training"
+        )
     summary["train_seconds"] = time.perf_counter() - train_start
     summary["after"] = evaluate(reference=False)
     lam = torch.tensor([result.lam if result.lam is not None else 0.0])
@@ -102,21 +139,64 @@ def train_lm(
     return summary
 
 
+def claim_folder(
+    config: LMRunConfig, out: Path, *, resume: bool, overwrite: bool, dist: Reductions
+) -> RunFolder:
+    """Check the config, then claim the run folder (the main process takes its lock and writes
+    its manifest; every process learns whether that worked)."""
+    check_run(config)
+    check_processes(config, dist)
+    if resume and overwrite:
+        raise ConfigError("--resume continues the run in the folder; --overwrite discards it")
+    settings = {k: v for k, v in to_dict(config).items() if k != "output"}
+    folder = RunFolder(out, kind="train", identity=content_key(settings), entries=TRAIN_ENTRIES)
+    mode = "resume" if resume else "overwrite" if overwrite else "new"
+    problem = None
+    if dist.is_main:
+        try:
+            folder.claim(mode, started=lambda: _started(out))
+        except ConfigError as err:
+            problem = err
+    if dist.mean({"refused": float(problem is not None)})["refused"] > 0:
+        raise problem or ConfigError(f"{out}: the main process refused the run folder")
+    return folder
+
+
+def _started(out: Path) -> bool:
+    """Whether the run in ``out`` has anything worth keeping: records, a checkpoint, a summary."""
+    metrics = out / "metrics.jsonl"
+    has_records = metrics.is_file() and metrics.stat().st_size > 0
+    has_checkpoint = latest_checkpoint(out / "checkpoints") is not None
+    return has_records or has_checkpoint or (out / "summary.json").is_file()
+
+
+def _record_failure(run: Run, err: TrainingError, started: float) -> None:
+    """``summary.json`` of a run that failed: what went wrong, and where it stopped."""
+    if run.dist.is_main:
+        latest = latest_checkpoint(run.out / "checkpoints")
+        summary = {
+            "algorithm": run.config.algorithm,
+            "failed": str(err),
+            "records": len(run.log.records),
+            "optimizer_steps": run.backend.steps,
+            "latest_checkpoint": None if latest is None else latest.name,
+            "wall_seconds": time.perf_counter() - started,
+        }
+        write_json(run.out / "summary.json", summary)
+
+
 def start_run(
     config: LMRunConfig,
     out: Path,
     *,
     resume: bool,
-    dist: Reductions | None,
+    dist: Reductions,
     pool: ModelPool | None,
 ) -> Run:
-    """Check the config and the folder, build the policy, scorers and task, and start the log
-    (on ``resume``, armed to replay the latest checkpoint)."""
-    check_run(config)
-    dist = dist or from_environment()
-    check_processes(config, dist)
-    saved = _prepare_output(out, resume, config, dist)
-    dist.barrier()  # every process has looked at the folder before the main one writes to it
+    """Build the policy, scorers and task, and start the log (on ``resume``, armed to replay
+    the latest checkpoint)."""
+    saved = _checkpoint_to_resume(out, config, dist) if resume else None
+    dist.barrier()  # every process has read the folder before the main one writes to it
     cache_dir = Path(config.output.cache_dir) if config.output.cache_dir else out / "cache"
     cache = DiskCache(cache_dir) if config.output.disk_cache else None
     inner = build_policy(config, dist, pool)
@@ -149,20 +229,9 @@ def check_processes(config: LMRunConfig, dist: Reductions) -> None:
         )
 
 
-def _prepare_output(
-    out: Path, resume: bool, config: LMRunConfig, dist: Reductions
-) -> dict[str, Any] | None:
-    """Check the folder; on resume return the latest checkpoint's state.
-
-    A folder whose run stopped before its first record (an empty log, no checkpoint) counts
-    as empty, so a failed start does not lock the folder.
-    """
-    metrics = out / "metrics.jsonl"
+def _checkpoint_to_resume(out: Path, config: LMRunConfig, dist: Reductions) -> dict[str, Any]:
+    """The latest checkpoint's state (the replay needs the sample cache)."""
     found = latest_checkpoint(out / "checkpoints")
-    if not resume:
-        if metrics.exists() and (metrics.stat().st_size > 0 or found is not None):
-            raise ConfigError(f"{out} already holds a run; pass --resume or another --output-dir")
-        return None
     if found is None:
         raise ConfigError(f"--resume: no complete checkpoint under {out / 'checkpoints'}")
     if not config.output.disk_cache:

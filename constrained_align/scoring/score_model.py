@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from tokenizers import Tokenizer
 from torch import Tensor, nn
@@ -42,8 +43,9 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from constrained_align.config import ConfigError, from_dict
 from constrained_align.data.chat import ensure_chat_template, render_prompt, reply_text
-from constrained_align.models.backbones import is_decoder, load_backbone
+from constrained_align.models.backbones import is_decoder, load_backbone, refusing_remote_code
 from constrained_align.utils import current_umask
 
 Kind = Literal["reward", "cost"]
@@ -133,16 +135,18 @@ class ScoreModel(nn.Module):
     def from_pretrained(cls, path: str | Path) -> ScoreModel:
         """Load a model written by :meth:`save_pretrained` (safetensors, no remote code)."""
         path = Path(path)
-        config_file = path / CONFIG_NAME
-        if not config_file.is_file():
-            raise FileNotFoundError(f"{path} is not a saved score model (no {CONFIG_NAME})")
-        config = ScoreModelConfig(**json.loads(config_file.read_text()))
-        backbone = AutoModel.from_config(AutoConfig.from_pretrained(path))
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        model = cls(backbone, tokenizer, config)
+        config = read_score_config(path)
+        with refusing_remote_code(str(path), "trust_remote_code"):
+            backbone_config = AutoConfig.from_pretrained(path, trust_remote_code=False)
+            tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+        model = cls(AutoModel.from_config(backbone_config), tokenizer, config)
         if model.backbone.get_input_embeddings().num_embeddings != len(tokenizer):
             model.backbone.resize_token_embeddings(len(tokenizer))
-        model.load_state_dict(load_file(str(path / WEIGHTS_NAME)))
+        try:
+            model.load_state_dict(load_file(str(path / WEIGHTS_NAME)))
+        except (OSError, RuntimeError, SafetensorError) as err:
+            first = str(err).strip().splitlines()[0]
+            raise ConfigError(f"{path / WEIGHTS_NAME}: not this model's weights ({first})") from err
         return model.eval()
 
     def save_pretrained(self, path: str | Path) -> Path:
@@ -283,6 +287,27 @@ class ScoreModel(nn.Module):
         positions = torch.arange(attention_mask.shape[-1], device=attention_mask.device)
         last = (attention_mask * positions).argmax(-1)  # (B,) last 1 in the mask, either padding
         return scores.gather(1, last[:, None]).squeeze(1)
+
+
+def read_score_config(path: Path) -> ScoreModelConfig:
+    """The ``score_model.json`` of a saved score model, read strictly (an unknown key, a wrong
+    type or an invalid ``pooling`` is an error naming the file and the field)."""
+    config_file = path / CONFIG_NAME
+    if not config_file.is_file():
+        raise FileNotFoundError(f"{path} is not a saved score model (no {CONFIG_NAME})")
+    try:
+        data = json.loads(config_file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{config_file}: not valid JSON ({err})") from err
+    if not isinstance(data, dict):
+        raise ConfigError(f"{config_file}: expected a JSON object")
+    config = from_dict(ScoreModelConfig, data, source=str(config_file))
+    if config.format_version != FORMAT_VERSION:
+        raise ConfigError(
+            f"{config_file}: format_version {config.format_version} is not {FORMAT_VERSION}, "
+            "the one this library reads"
+        )
+    return config
 
 
 def _untie(state: dict[str, Tensor]) -> dict[str, Tensor]:

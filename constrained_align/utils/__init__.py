@@ -4,18 +4,22 @@ the cross-process reductions of data-parallel runs (:mod:`.distributed`) and the
 machine a figure was measured on (:mod:`.env`)."""
 
 from constrained_align.utils.io import (
+    UnsafeFileError,
     atomic_path,
     current_umask,
     json_safe,
+    load_tensors,
     save_figure,
     write_json,
     write_text,
 )
 
 __all__ = [
+    "UnsafeFileError",
     "atomic_path",
     "current_umask",
     "json_safe",
+    "load_tensors",
     "save_figure",
     "write_json",
     "write_text",

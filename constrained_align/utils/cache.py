@@ -12,13 +12,13 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import pickle
+import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from constrained_align.utils.io import atomic_path
+from constrained_align.utils.io import UnsafeFileError, atomic_path, load_tensors
 
 
 def content_key(*parts: Any) -> str:
@@ -82,8 +82,12 @@ class DiskCache:
             self.misses += 1
             return None
         try:
-            value = torch.load(path, weights_only=True)
-        except (OSError, RuntimeError, EOFError, pickle.UnpicklingError):
+            value = load_tensors(path, what="cache entry")
+        except UnsafeFileError as err:  # never read; drawn or scored again and overwritten
+            warnings.warn(f"ignored {err}", stacklevel=2)
+            self.misses += 1
+            return None
+        except (OSError, RuntimeError, EOFError):
             # A damaged entry (a crash mid-write on a filesystem without atomic renames) is a
             # miss, and is written again.
             self.misses += 1

@@ -1,7 +1,11 @@
-"""Writing files so that a crash never leaves a half-written one where a complete one was.
+"""Writing files so that a crash never leaves a half-written one where a complete one was, and
+reading tensor files so that nothing in them can run.
 
 Everything is written to a temporary file in the destination folder and renamed into place
-(``os.replace`` is atomic on POSIX within one file system).
+(``os.replace`` is atomic on POSIX within one file system). Tensor files (checkpoints, the
+sample cache) are read with ``torch.load(weights_only=True)``, which rebuilds tensors and plain
+containers only: a file that holds any other Python object — the way a shared run folder could
+carry code — is refused, and nothing in it runs.
 """
 
 from __future__ import annotations
@@ -36,6 +40,35 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+class UnsafeFileError(ValueError):
+    """A file the library reads holds something other than tensors and plain data."""
+
+
+def load_tensors(path: str | Path, *, what: str) -> Any:
+    """The content of a tensor file written by ``torch.save``, loaded without running code.
+
+    Args:
+        path: the file.
+        what: what the file is, for the error message ("checkpoint", ...).
+
+    Raises:
+        UnsafeFileError: the file holds Python objects other than tensors, numbers, strings,
+            lists, tuples and dicts (it is refused unread).
+        RuntimeError, EOFError: the file is damaged or not a tensor file.
+    """
+    import pickle
+
+    import torch
+
+    try:
+        return torch.load(path, weights_only=True, map_location="cpu")
+    except pickle.UnpicklingError as err:
+        raise UnsafeFileError(
+            f"{path}: refused to read this {what}: it holds Python objects other than tensors "
+            "and plain data, which could run code; the library never writes such files"
+        ) from err
 
 
 def current_umask() -> int:

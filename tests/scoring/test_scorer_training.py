@@ -150,9 +150,9 @@ def test_without_validation_pairs_the_last_epoch_is_kept(tmp_path) -> None:
 @pytest.mark.parametrize(
     ("field", "value", "message"),
     [
-        ("epochs", 0, "epochs must be ≥ 1"),
+        ("epochs", 0, "epochs must be at least 1"),
         ("validation_fraction", 1.0, "validation_fraction must be in [0, 1)"),
-        ("batch_size", 0, "batch_size must be ≥ 1"),
+        ("batch_size", 0, "batch_size must be at least 1"),
     ],
 )
 def test_unusable_settings_are_config_errors(field: str, value: object, message: str) -> None:

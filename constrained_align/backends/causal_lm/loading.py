@@ -14,7 +14,7 @@ import torch
 
 from constrained_align.data.chat import ensure_chat_template
 from constrained_align.models import tiny
-from constrained_align.models.backbones import resolve
+from constrained_align.models.backbones import refusing_remote_code, resolve
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -28,7 +28,12 @@ def choose_attn_implementation(requested: str = "auto") -> str:
 
 
 def load_causal_lm(
-    name: str, *, dtype: str = "float32", attn_implementation: str = "auto", seed: int = 0
+    name: str,
+    *,
+    dtype: str = "float32",
+    attn_implementation: str = "auto",
+    seed: int = 0,
+    trust_remote_code: bool = False,
 ) -> tuple[Any, Any]:
     """``(model, tokenizer)`` of a causal LM, the tokenizer with a chat template and a pad token.
 
@@ -37,8 +42,10 @@ def load_causal_lm(
         dtype: weights dtype name.
         attn_implementation: ``auto`` (see :func:`choose_attn_implementation`) or a name.
         seed: initialisation seed of the tiny model.
+        trust_remote_code: let a model that ships its own Python code run it (off: such a
+            model is refused with :class:`~constrained_align.models.RemoteCodeError`).
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     attn = choose_attn_implementation(attn_implementation)
     if name == "tiny-decoder":
@@ -46,11 +53,15 @@ def load_causal_lm(
         model.config._attn_implementation = attn if attn != "flash_attention_2" else "sdpa"
         return model.to(DTYPES[dtype]), tokenizer
     source = resolve(name)
-    kwargs = {"gguf_file": source.gguf_file} if source.gguf_file else {}
-    tokenizer = AutoTokenizer.from_pretrained(source.path, **kwargs)
-    model = AutoModelForCausalLM.from_pretrained(
-        source.path, dtype=DTYPES[dtype], attn_implementation=attn, **kwargs
-    )
+    kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
+    if source.gguf_file:
+        kwargs["gguf_file"] = source.gguf_file
+    with refusing_remote_code(name, "model.trust_remote_code"):
+        AutoConfig.from_pretrained(source.path, **kwargs)  # refuses remote code before anything
+        tokenizer = AutoTokenizer.from_pretrained(source.path, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(
+            source.path, dtype=DTYPES[dtype], attn_implementation=attn, **kwargs
+        )
     ensure_chat_template(tokenizer)
     if tokenizer.pad_token is None:  # padding is always masked, so EOS can fill it
         tokenizer.pad_token = tokenizer.eos_token
@@ -66,18 +77,14 @@ class ModelPool:
     """
 
     def __init__(self) -> None:
-        self._loaded: dict[tuple[str, str, str, int], tuple[Any, Any]] = {}
+        self._loaded: dict[tuple[Any, ...], tuple[Any, Any]] = {}
 
-    def load(
-        self, name: str, *, dtype: str = "float32", attn_implementation: str = "auto", seed: int = 0
-    ) -> tuple[Any, Any]:
+    def load(self, name: str, **kwargs: Any) -> tuple[Any, Any]:
         """Like :func:`load_causal_lm`; the model is a fresh copy, the tokenizer is shared."""
         import copy
 
-        key = (name, dtype, attn_implementation, seed)
+        key = (name, *sorted(kwargs.items()))
         if key not in self._loaded:
-            self._loaded[key] = load_causal_lm(
-                name, dtype=dtype, attn_implementation=attn_implementation, seed=seed
-            )
+            self._loaded[key] = load_causal_lm(name, **kwargs)
         model, tokenizer = self._loaded[key]
         return copy.deepcopy(model), tokenizer

@@ -49,7 +49,7 @@ from constrained_align.backends.causal_lm.sequences import (
 )
 from constrained_align.backends.causal_lm.weights import FullWeights, LoraWeights
 from constrained_align.config import LM_CRITIC_LR, LM_LR, OptimConfig
-from constrained_align.types import LogProbs, Samples
+from constrained_align.types import LogProbs, Samples, check_finite
 from constrained_align.utils.cache import content_key
 from constrained_align.utils.distributed import Reductions
 
@@ -238,6 +238,7 @@ class CausalLMPolicy:
                 with self.weights.reference_model() as model:
                     full = self._batched(model, sequences)
                 token = sequences.to_response(full).cpu()
+                check_finite(token, "the reference log-probs", self.steps)
                 self._ref_cache[key] = LogProbs(token=token, mask=mask.cpu())
             return self._ref_cache[key]
         with self.weights.policy_model() as model:
@@ -245,7 +246,9 @@ class CausalLMPolicy:
                 full = self._forward(model, sequences)
             else:
                 full = self._batched(model, sequences)
-        return LogProbs(token=sequences.to_response(full).cpu(), mask=mask.cpu())
+        token = sequences.to_response(full).cpu()
+        check_finite(token.detach(), "the policy's log-probs", self.steps)
+        return LogProbs(token=token, mask=mask.cpu())
 
     def add_critic(self, head: str) -> None:
         """Make critic ``head`` (an adapter on the shared base, or a trainable copy, with a
@@ -265,15 +268,20 @@ class CausalLMPolicy:
     def step(self, closure: Callable[[], Tensor]) -> float:
         """Zero grads, evaluate ``closure``, backward, average over processes, clip, update;
         returns the loss."""
+        step = self.steps + 1
         self.optimizer.zero_grad(set_to_none=True)
         loss = closure()
+        check_finite(loss.detach(), "the loss", step)
         loss.backward()
-        self.reductions.average_gradients(self.trainable())
+        params = self.trainable()
+        self.reductions.average_gradients(params)
         clip = self.optim_config.max_grad_norm
-        if clip is not None:
-            torch.nn.utils.clip_grad_norm_(self.trainable(), clip)
+        norm = torch.nn.utils.clip_grad_norm_(params, float("inf") if clip is None else clip)
+        check_finite(norm, "the gradient norm", step)
         self.optimizer.step()
-        self.steps += 1
+        for p in params:
+            check_finite(p.detach(), "a trained weight", step)
+        self.steps = step
         return float(loss.detach())
 
     def fork(self) -> CausalLMPolicy:

@@ -15,10 +15,17 @@ import torch
 from torch import Tensor
 
 from constrained_align.backends.causal_lm.sequences import SamplingSettings, pad_rows
+from constrained_align.types import TrainingError
 
 
 def next_token(logits: Tensor, settings: SamplingSettings, generator: torch.Generator) -> Tensor:
-    """``(B,)`` tokens drawn from ``(B, V)`` logits with temperature and top-p."""
+    """``(B,)`` tokens drawn from ``(B, V)`` logits with temperature and top-p.
+
+    Raises:
+        TrainingError: the logits are not finite (the weights diverged).
+    """
+    if not bool(torch.isfinite(logits).all()):
+        raise TrainingError("the model's next-token logits are not finite: its weights diverged")
     if settings.temperature <= 0:
         return logits.argmax(-1)
     probs = torch.softmax(logits.float() / settings.temperature, dim=-1)
