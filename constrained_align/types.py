@@ -29,12 +29,14 @@ class TrainingError(RuntimeError):
     step and the quantity; the run stops at once."""
 
 
-def check_finite(value: Tensor | float, what: str, step: int) -> None:
-    """Raise :class:`TrainingError` unless every entry of ``value`` is finite."""
-    finite = bool(torch.isfinite(torch.as_tensor(value)).all())
-    if not finite:
-        shown = float(value) if torch.as_tensor(value).numel() == 1 else "not finite"
-        raise TrainingError(f"step {step}: {what} is {shown}; the run stopped")
+def check_finite(value: Tensor | float, what: str, step: int | str) -> None:
+    """Raise :class:`TrainingError` unless every entry of ``value`` is finite (Python numbers
+    are checked as float64), naming ``what`` and the ``step``."""
+    tensor = value if isinstance(value, Tensor) else torch.tensor(float(value), dtype=torch.float64)
+    if not bool(torch.isfinite(tensor).all()):
+        shown = float(tensor) if tensor.numel() == 1 else "not finite"
+        where = f"step {step}" if isinstance(step, int) else step
+        raise TrainingError(f"{where}: {what} is {shown}; the run stopped")
 
 
 Prompts = Any

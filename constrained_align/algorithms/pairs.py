@@ -23,7 +23,7 @@ from constrained_align.algorithms.families import LabelledConfig, OfflineConfig
 from constrained_align.algorithms.registry import RunContext, RunResult
 from constrained_align.config import ConfigError
 from constrained_align.losses import dpo_loss, lagrangian_preference
-from constrained_align.types import PairBatch
+from constrained_align.types import PairBatch, check_finite
 
 LossFn = Callable[[PairBatch], tuple[Tensor, dict[str, float]]]
 Metrics = dict[str, float]
@@ -37,12 +37,15 @@ def pair_scores(ctx: RunContext, pairs: PairBatch) -> PairBatch:
     if "reward_0" in pairs.extra:
         return pairs
     s = ctx.scorer
-    return pairs.with_extra(
-        reward_0=s.reward(pairs.response_0).detach(),
-        reward_1=s.reward(pairs.response_1).detach(),
-        cost_0=s.cost(pairs.response_0).detach(),
-        cost_1=s.cost(pairs.response_1).detach(),
-    )
+    scores = {
+        "reward_0": s.reward(pairs.response_0).detach(),
+        "reward_1": s.reward(pairs.response_1).detach(),
+        "cost_0": s.cost(pairs.response_0).detach(),
+        "cost_1": s.cost(pairs.response_1).detach(),
+    }
+    for name, values in scores.items():
+        check_finite(values, f"a score model's {name.split('_')[0]} of a pair", "scoring")
+    return pairs.with_extra(**scores)
 
 
 def lagrangian_label(pairs: PairBatch, lam: float, *, temperature: float = 1.0) -> Tensor:

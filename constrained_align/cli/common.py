@@ -96,6 +96,8 @@ def quiet_dependencies() -> None:
 
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    if "transformers" in sys.modules:  # imported already: the variable above came too late
+        sys.modules["transformers"].logging.set_verbosity_error()
     deps = r"(torch|transformers|peft|accelerate|datasets|trl|huggingface_hub|tokenizers)(\.|$)"
     warnings.filterwarnings("ignore", module=deps)
 

@@ -67,6 +67,8 @@ OPEN_UNIT = Range(0.0, 1.0, low_open=True, high_open=True)
 PROBABILITY_MASS = Range(0.0, 1.0, low_open=True)  # (0, 1]
 FRACTION = Range(0.0, 1.0, high_open=True)  # [0, 1)
 TWO_OR_MORE = Range(low=2)
+#: An optimizer step moves each weight by about lr (Adam): above 10 nothing trains.
+LEARNING_RATE = Range(0.0, 10.0, low_open=True)
 MIN_LENGTH = Range(low=8)  # tokens: room for a prompt, a response and the special tokens
 NOT_ONE = NotEqual(1.0)
 

@@ -14,9 +14,9 @@ from typing import Literal
 from constrained_align.config.checks import (
     AT_LEAST_1,
     FRACTION,
+    LEARNING_RATE,
     MIN_LENGTH,
     NON_NEGATIVE,
-    POSITIVE,
     validate,
 )
 from constrained_align.config.core import param
@@ -53,7 +53,7 @@ class ScorerConfig:
     epochs: int = param(2, "passes over the training pairs", check=AT_LEAST_1)
     batch_size: int = param(16, "pairs per optimizer step", check=AT_LEAST_1)
     eval_batch_size: int = param(64, "sequences per forward pass when scoring", check=AT_LEAST_1)
-    lr: float = param(5e-5, "peak AdamW learning rate", check=POSITIVE)
+    lr: float = param(5e-5, "peak AdamW learning rate", check=LEARNING_RATE)
     weight_decay: float = param(
         0.1, "AdamW weight decay (not on biases and norms)", check=NON_NEGATIVE
     )

@@ -8,6 +8,7 @@ from typing import Literal
 from constrained_align.config.checks import (
     AT_LEAST_1,
     FRACTION,
+    LEARNING_RATE,
     NON_NEGATIVE,
     POSITIVE,
     ConfigError,
@@ -86,8 +87,9 @@ class OptimConfig:
     name: Literal["adam", "adamw", "sgd"] = param("adam", "optimizer")
     lr: float | None = param(
         None,
-        "learning rate of the policy; null = 0.1 on the testbed, 1e-4 on a language model",
-        check=POSITIVE,
+        "learning rate of the policy; null = 0.1 on the testbed, 1e-4 on a language model "
+        "(above 10 no optimizer step means anything)",
+        check=LEARNING_RATE,
     )
     weight_decay: float = param(0.0, "weight decay (decoupled for adamw)", check=NON_NEGATIVE)
     max_grad_norm: float | None = param(
@@ -98,7 +100,7 @@ class OptimConfig:
     critic_lr: float | None = param(
         None,
         "learning rate of the critics (online keys); null = 0.1 on the testbed, 5e-4 on an LM",
-        check=POSITIVE,
+        check=LEARNING_RATE,
     )
 
     def resolved(self, *, lr: float, critic_lr: float) -> OptimConfig:

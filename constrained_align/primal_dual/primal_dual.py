@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+
 from constrained_align.primal_dual.estimators import EMA, ArrayLike, BatchMean, WindowMean
 from constrained_align.primal_dual.multipliers import (
     PID,
@@ -106,8 +108,14 @@ class PrimalDual:
         Raises:
             KeyError: On an unknown name.
             ValueError: If the constraint has no estimator.
+            TrainingError: If a cost is not finite (the cost model's output diverged).
         """
         constraint = self._get(name)
+        check_finite(
+            torch.as_tensor(costs, dtype=torch.float64),
+            f"a cost observed for constraint {name!r}",
+            "the dual's input",
+        )
         if constraint.estimator is None:
             raise ValueError(
                 f"constraint {name!r} has no estimator; pass its violation to step() through "
@@ -161,7 +169,7 @@ class PrimalDual:
                     f"constraint {name!r} has no estimator and no violation function was given"
                 )
             rule.update(violation)
-            check_finite(rule.value, f"λ of constraint {name!r}", global_step)
+            check_finite(rule.value, f"λ of constraint {name!r}", f"dual step {global_step}")
             self._last_violation[name] = e
             self._last_estimate[name] = e + constraint.cost_limit
         return self.lambdas

@@ -237,14 +237,24 @@ def load_trained_policy(
     return _policy(config, weights, tokenizer, seed=config.seed, dist=None)
 
 
-def build_task(config: LMRunConfig, backend: CausalLMPolicy) -> LMTask:
-    """Pairs and prompts of the run, tokenized by ``backend``."""
-    t = config.task
+RunData = tuple[list[dict[str, Any]], PromptBatch]
+
+
+def load_run_data(config: LMRunConfig) -> RunData:
+    """The run's pairs and prompts, read and validated (before any model loads, so a bad file
+    fails in seconds)."""
     pairs = load_pairs_rows(config)
+    return pairs, load_prompt_batch(config, pairs)
+
+
+def build_task(config: LMRunConfig, backend: CausalLMPolicy, data: RunData | None = None) -> LMTask:
+    """Pairs and prompts of the run (``data``, or read now), tokenized by ``backend``."""
+    t = config.task
+    pairs, prompts = data if data is not None else load_run_data(config)
     return LMTask(
         backend,
         pairs,
-        load_prompt_batch(config, pairs),
+        prompts,
         pair_batch_size=config.data.pair_batch_size,
         samples_per_prompt=t.samples_per_prompt,
         reference_samples=t.reference_samples,

@@ -81,11 +81,12 @@ class RunFolder:
             raise ConfigError(f"{file} is not a manifest of this library")
         return data
 
-    def foreign(self) -> list[str]:
-        """Entries of the folder that the library did not write there."""
+    def foreign(self, *, claimed: bool) -> list[str]:
+        """Entries of the folder that the library did not write there: in a folder it never
+        claimed, every entry; in its own folder, those outside its list."""
         if not self.path.is_dir():
             return []
-        ours = {MANIFEST, LOCK, *self.entries}
+        ours = {MANIFEST, LOCK, *self.entries} if claimed else {MANIFEST, LOCK}
         # Hidden names are the atomic writers' temporary files (".<name>.<random>.tmp").
         names = (p.name for p in self.path.iterdir())
         return sorted(n for n in names if n not in ours and not n.startswith("."))
@@ -105,9 +106,10 @@ class RunFolder:
                 (in ``new`` mode), holds no run (in ``resume`` mode), or is in use.
         """
         self._check_writable()
+        self._decide(mode, started, act=False)  # refuse before touching anything
         self._acquire()
         try:
-            self._decide(mode, started)
+            self._decide(mode, started, act=True)  # again, now that no one else can change it
             write_json(
                 self.path / MANIFEST,
                 {
@@ -121,7 +123,9 @@ class RunFolder:
             self.release()
             raise
 
-    def _decide(self, mode: Mode, started: Callable[[], bool]) -> None:
+    def _decide(self, mode: Mode, started: Callable[[], bool], *, act: bool) -> None:
+        """Refuse the folder, or make it ready for ``mode`` (only when ``act``: restart and
+        overwrite remove the library's entries)."""
         manifest = self.manifest()
         where = f"--output-dir {self.path}"
         if manifest is not None and manifest.get("kind") != self.kind:
@@ -133,8 +137,8 @@ class RunFolder:
                     "checkpoint)"
                 )
             return
-        foreign = self.foreign()
         if manifest is None:
+            foreign = self.foreign(claimed=False)
             clash = [name for name in self.entries if (self.path / name).exists()]
             if foreign and (mode != "overwrite" or clash):
                 shown = ", ".join((clash or foreign)[:3])
@@ -144,8 +148,11 @@ class RunFolder:
                 )
             return
         if mode == "overwrite":
-            self.say(f"--overwrite: removing the previous {self.kind} run's files in {self.path}")
-            self.clear()
+            if act:
+                self.say(
+                    f"--overwrite: removing the previous {self.kind} run's files in {self.path}"
+                )
+                self.clear()
             return
         if started():
             same = manifest.get("identity") == self.identity
@@ -154,8 +161,9 @@ class RunFolder:
                 f"{self.path} already holds a run ({what}); pass --resume to continue it, "
                 "--overwrite to start again, or another --output-dir"
             )
-        self.say(f"restarting the run in {self.path}: it stopped before its first record")
-        self.clear()
+        if act:
+            self.say(f"restarting the run in {self.path}: it stopped before its first record")
+            self.clear()
 
     def clear(self) -> None:
         """Remove the entries the library writes in this folder (nothing else)."""

@@ -64,7 +64,7 @@ class RunLog:
         )
         self.kl_prompts = _first_prompts(ctx, o.kl_prompts)
         show = config.output.progress and ctx.dist.is_main
-        self.bar = tqdm(desc="training", unit="step", disable=not show)
+        self.bar = tqdm(desc="training", unit="step", disable=not show, leave=False)
 
     def __call__(self, record: dict[str, Any]) -> None:
         index = len(self.records)
@@ -115,7 +115,7 @@ class RunLog:
         return out
 
     def close(self) -> None:
-        """Close the progress bar."""
+        """Close the progress bar (it clears its line; closing twice is harmless)."""
         self.bar.close()
 
     def _end_replay(self) -> None:

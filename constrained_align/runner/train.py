@@ -28,7 +28,13 @@ from constrained_align.backends.causal_lm.loading import ModelPool
 from constrained_align.config import ConfigError, LMRunConfig, PolicyEvalConfig, dump_yaml, to_dict
 from constrained_align.eval.policy import evaluate_policy, load_eval_prompts
 from constrained_align.primal_dual import save_dual_state
-from constrained_align.runner.build import build_policy, build_scorer, build_task, check_run
+from constrained_align.runner.build import (
+    build_policy,
+    build_scorer,
+    build_task,
+    check_run,
+    load_run_data,
+)
 from constrained_align.runner.checkpoint import latest_checkpoint, load_checkpoint
 from constrained_align.runner.folder import RunFolder
 from constrained_align.runner.log import RunLog
@@ -96,6 +102,8 @@ def train_lm(
         except TrainingError as err:
             _record_failure(run, err, started)
             raise
+        finally:
+            run.log.close()  # the progress bar goes before any error is printed
     finally:
         folder.release()
 
@@ -199,9 +207,10 @@ def start_run(
     dist.barrier()  # every process has read the folder before the main one writes to it
     cache_dir = Path(config.output.cache_dir) if config.output.cache_dir else out / "cache"
     cache = DiskCache(cache_dir) if config.output.disk_cache else None
+    data = load_run_data(config)
     inner = build_policy(config, dist, pool)
     scorer = build_scorer(config, cache, progress=config.output.progress and dist.is_main)
-    task = build_task(config, inner)
+    task = build_task(config, inner, data)
     tag = run_tag(config, inner, scorer, task)
     _start_log(out, saved, tag, config, dist)
     replay = Replay(saved["backends"]) if saved is not None else None

@@ -49,9 +49,25 @@ from constrained_align.backends.causal_lm.sequences import (
 )
 from constrained_align.backends.causal_lm.weights import FullWeights, LoraWeights
 from constrained_align.config import LM_CRITIC_LR, LM_LR, OptimConfig
-from constrained_align.types import LogProbs, Samples, check_finite
+from constrained_align.types import LogProbs, Samples, TrainingError, check_finite
 from constrained_align.utils.cache import content_key
 from constrained_align.utils.distributed import Reductions
+
+#: No trained weight of a working language model comes near this magnitude; past it the
+#: weights diverged (a normalisation layer can hide that from the loss for a while).
+WEIGHT_LIMIT = 1e8
+
+
+def check_weights(params: list[torch.nn.Parameter], step: int) -> None:
+    """Raise :class:`TrainingError` when a trained weight is not finite or above
+    :data:`WEIGHT_LIMIT` in magnitude."""
+    for p in params:
+        top = float(p.detach().abs().max()) if p.numel() else 0.0
+        if not top <= WEIGHT_LIMIT:  # also catches NaN
+            raise TrainingError(
+                f"step {step}: a trained weight reached {top:.3g} (the limit is "
+                f"{WEIGHT_LIMIT:g}): the weights diverged; the run stopped"
+            )
 
 
 def lm_samples(sequences: LMSequences, num_prompts: int, num_samples: int) -> Samples:
@@ -279,8 +295,7 @@ class CausalLMPolicy:
         norm = torch.nn.utils.clip_grad_norm_(params, float("inf") if clip is None else clip)
         check_finite(norm, "the gradient norm", step)
         self.optimizer.step()
-        for p in params:
-            check_finite(p.detach(), "a trained weight", step)
+        check_weights(params, step)
         self.steps = step
         return float(loss.detach())
 
