@@ -26,11 +26,13 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from constrained_align.data.validate import (
-    RowChecker,
+from constrained_align.data.fields import (
     check_context,
     check_optional_text,
     check_text,
+)
+from constrained_align.data.validate import (
+    RowChecker,
 )
 
 Axis = Literal["helpful", "harmless"]

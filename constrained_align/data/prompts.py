@@ -27,15 +27,17 @@ from typing import Any, Literal
 
 from datasets import Dataset
 
+from constrained_align.data.fields import (
+    check_context,
+    check_label,
+    check_optional_text,
+    check_text,
+)
 from constrained_align.data.readers import RawTable, read_table
 from constrained_align.data.schema import prompts_to_dataset
 from constrained_align.data.validate import (
     RowChecker,
     ValidationReport,
-    check_context,
-    check_label,
-    check_optional_text,
-    check_text,
     finish,
 )
 

@@ -20,6 +20,10 @@ from typing import Any
 
 from datasets import Dataset, Features, Value
 
+from constrained_align.data.fields import (
+    close_column,
+    missing_message,
+)
 from constrained_align.data.hh import chosen_first
 from constrained_align.data.readers import RawTable, read_table
 from constrained_align.data.schema import iter_rows, pairs_to_dataset
@@ -27,9 +31,7 @@ from constrained_align.data.validate import (
     DataError,
     RowError,
     ValidationReport,
-    close_column,
     finish,
-    missing_message,
     validate_records,
 )
 

@@ -8,11 +8,10 @@ multiplies the cost.
 
 from constrained_align.primal_dual.build import make_primal_dual, safe_dual_lr
 from constrained_align.primal_dual.estimators import EMA, BatchMean, ImportanceEstimate, WindowMean
-from constrained_align.primal_dual.exact import solve_dual, solve_dual_multi
+from constrained_align.primal_dual.exact import Exact, solve_dual, solve_dual_multi
 from constrained_align.primal_dual.multipliers import (
     PID,
     DualUnboundedError,
-    Exact,
     Fixed,
     LogSGD,
     MultiplierRule,

@@ -14,11 +14,12 @@ on the samples, d > Σ_x ρ_x min_j c_xj; otherwise λ → ∞ (§3.6 pitfall 2)
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
-from scipy.optimize import minimize
+from scipy.optimize import brentq, minimize
 from scipy.special import logsumexp
 
 from constrained_align.primal_dual.estimators import (
@@ -27,7 +28,14 @@ from constrained_align.primal_dual.estimators import (
     normalised_log_weights,
     normalised_prompt_weights,
 )
-from constrained_align.primal_dual.multipliers import DualUnboundedError, Exact
+from constrained_align.primal_dual.multipliers import (
+    _EXACT_BRACKET_LIMIT,
+    DualUnboundedError,
+    Violation,
+    _check_max_value,
+    _check_rule,
+    _evaluate,
+)
 
 ArrayLike = torch.Tensor | np.ndarray
 
@@ -214,3 +222,91 @@ def _check_multi_solution(
             "satisfiable on these samples, in which case the empirical dual has no finite "
             "minimiser; use more reference samples or larger cost_limits."
         )
+
+
+class Exact:
+    """Exact minimiser of a 1-D convex dual, from its derivative.
+
+    Given e(λ) = C(λ) − d = −D'(λ), non-increasing in λ, the minimiser of D over λ ≥ 0 is λ* = 0
+    when e(0) ≤ 0, and otherwise the root of e(λ) = 0 (ALGORITHMS.md §1.3, §5.2). The root is
+    bracketed by doubling from λ = 1 and then found with Brent's method (``scipy.optimize.brentq``).
+    This is the one-shot CAN dual solve (Huang et al., arXiv 2405.19544) when e comes from an
+    importance estimate on reference samples.
+
+    The initial value, before any update, is 0.
+
+    Args:
+        max_value: Optional upper end of the search. A root above it raises rather than being
+            clipped, because a clipped λ silently violates the constraint.
+        tol: Absolute tolerance on λ passed to ``brentq``.
+    """
+
+    def __init__(self, *, max_value: float | None = None, tol: float = 1e-10):
+        if not tol > 0:
+            raise ValueError(f"tol must be > 0, got {tol}")
+        self.max_value = _check_max_value(max_value)
+        self.tol = float(tol)
+        self.value = 0.0
+
+    def update(self, violation: Violation) -> float:
+        """Solve e(λ) = 0 for λ ≥ 0 and store the result.
+
+        Args:
+            violation: The function λ ↦ e(λ), non-increasing in λ.
+
+        Returns:
+            λ*.
+
+        Raises:
+            TypeError: If ``violation`` is a number: one value of e says nothing about the root.
+            DualUnboundedError: If e(λ) > 0 at the top of the bracket (2^60, or ``max_value``).
+        """
+        if not callable(violation):
+            raise TypeError(
+                "Exact.update needs a function λ ↦ e(λ) (e.g. from ImportanceEstimate), not a "
+                f"number ({violation!r}): the root of e cannot be found from one value"
+            )
+
+        def fn(lam: float) -> float:
+            return _evaluate(violation, float(lam))
+
+        if fn(0.0) <= 0.0:
+            self.value = 0.0
+            return self.value
+        limit = _EXACT_BRACKET_LIMIT if self.max_value is None else self.max_value
+        lo, hi = 0.0, min(1.0, limit)
+        while (e_hi := fn(hi)) > 0.0:
+            if hi >= limit:
+                self._raise_unbounded(fn, e_hi)
+            lo, hi = hi, min(2.0 * hi, limit)
+        root = hi if e_hi == 0.0 else brentq(fn, lo, hi, xtol=self.tol)
+        self.value = float(root)
+        return self.value
+
+    def _raise_unbounded(self, fn: Callable[[float], float], e_limit: float) -> None:
+        top = _EXACT_BRACKET_LIMIT if self.max_value is None else self.max_value
+        if abs(fn(0.0) - e_limit) <= 1e-9 * max(1.0, abs(e_limit)):
+            raise DualUnboundedError(
+                f"the dual is flat: the violation is {e_limit:.6g} at λ = 0 and at λ = {top:.3g}, "
+                "so λ cannot move the policy; beta is too large for the scores' spread"
+            )
+        if self.max_value is not None and fn(_EXACT_BRACKET_LIMIT) <= 0.0:  # root above max
+            raise DualUnboundedError(
+                f"the dual minimiser λ* is > max_value = {self.max_value} (violation "
+                f"e(max_value) = {e_limit:.6g} > 0); raise max_value or relax the cost limit"
+            )
+        raise DualUnboundedError(
+            "the empirical dual has no finite minimiser: the violation stays positive "
+            f"(e = {e_limit:.6g}) as λ → ∞, i.e. the cost limit is at or below the smallest "
+            "cost achievable on the given samples (every sample violates it). Use more "
+            "reference samples per prompt or a larger cost_limit."
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        """Return ``{"rule": "exact", "value": λ}``."""
+        return {"rule": "exact", "value": self.value}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore λ from :meth:`state_dict`."""
+        _check_rule(state, "exact")
+        self.value = float(state["value"])

@@ -15,9 +15,9 @@ from typing import Any
 import torch
 
 from constrained_align.primal_dual.estimators import EMA, ArrayLike, BatchMean, WindowMean
+from constrained_align.primal_dual.exact import Exact
 from constrained_align.primal_dual.multipliers import (
     PID,
-    Exact,
     Fixed,
     LogSGD,
     MultiplierRule,
