@@ -23,7 +23,6 @@ shared by the runs, so reference samples drawn for one key serve the others.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from collections.abc import Callable
@@ -61,7 +60,7 @@ from constrained_align.runner.train import train_lm
 from constrained_align.scoring import SequenceScorer
 from constrained_align.scoring.training import load_scorer_data, train_scorer
 from constrained_align.utils import write_json, write_text
-from constrained_align.utils.cache import DiskCache, content_key
+from constrained_align.utils.cache import DiskCache, content_key, user_cache_dir
 
 REFERENCE = "reference"
 #: What a comparison writes in its folder (the only entries --overwrite removes).
@@ -96,12 +95,6 @@ def load_compare_config(spec: str, overrides: list[str] | None = None) -> Compar
     if unknown:
         raise ConfigError(f"budgets: {unknown} are not among the algorithms compared")
     return config
-
-
-def user_cache_dir() -> Path:
-    """Where trained comparison scorers are kept between runs."""
-    root = os.environ.get("CONSTRAINED_ALIGN_CACHE")
-    return Path(root) if root else Path.home() / ".cache" / "constrained-align"
 
 
 def ensure_scorers(config: CompareConfig, say: Say, progress: bool) -> dict[str, Any]:

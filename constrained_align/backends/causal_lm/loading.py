@@ -54,8 +54,6 @@ def load_causal_lm(
         return model.to(DTYPES[dtype]), tokenizer
     source = resolve(name)
     kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
-    if source.gguf_file:
-        kwargs["gguf_file"] = source.gguf_file
     with refusing_remote_code(name, "model.trust_remote_code"):
         AutoConfig.from_pretrained(source.path, **kwargs)  # refuses remote code before anything
         tokenizer = AutoTokenizer.from_pretrained(source.path, **kwargs)
