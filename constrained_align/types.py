@@ -154,6 +154,13 @@ class PolicyBackend(Protocol):
         """Token log-probs of the responses; differentiable unless ``reference``."""
         ...
 
+    def pair_logprobs(
+        self, response_0: Sequences, response_1: Sequences, *, reference: bool = False
+    ) -> tuple[LogProbs, LogProbs]:
+        """:meth:`logprobs` of both responses of preference pairs (a backend may share their
+        prompts' computation)."""
+        ...
+
     def add_critic(self, head: str) -> None:
         """Create the named critic ("reward" or "cost") and give it to the optimizer."""
         ...

@@ -157,13 +157,12 @@ def logratios(ctx: RunContext, pairs: PairBatch) -> tuple[Tensor, Tensor]:
 
     Reference log-probs are computed once per pair batch and cached in ``extra``.
     """
-    backend = ctx.backend
+    backend, r0, r1 = ctx.backend, pairs.response_0, pairs.response_1
     if "ref_logp_0" not in pairs.extra:
-        pairs.extra["ref_logp_0"] = backend.logprobs(pairs.response_0, reference=True).sequence
-        pairs.extra["ref_logp_1"] = backend.logprobs(pairs.response_1, reference=True).sequence
-    l0 = backend.logprobs(pairs.response_0).sequence - pairs.extra["ref_logp_0"]
-    l1 = backend.logprobs(pairs.response_1).sequence - pairs.extra["ref_logp_1"]
-    return l0, l1
+        ref_0, ref_1 = backend.pair_logprobs(r0, r1, reference=True)
+        pairs.extra["ref_logp_0"], pairs.extra["ref_logp_1"] = ref_0.sequence, ref_1.sequence
+    lp_0, lp_1 = backend.pair_logprobs(r0, r1)
+    return lp_0.sequence - pairs.extra["ref_logp_0"], lp_1.sequence - pairs.extra["ref_logp_1"]
 
 
 def train_pairs(

@@ -149,6 +149,18 @@ class TabularPolicy:
         table = self.ref_logp if reference else self.log_probs_table()
         return self._gather(table, sequences)
 
+    def pair_logprobs(
+        self,
+        response_0: TabularSequences,
+        response_1: TabularSequences,
+        *,
+        reference: bool = False,
+    ) -> tuple[LogProbs, LogProbs]:
+        """Both responses' log-probs (one token each: nothing to share)."""
+        return self.logprobs(response_0, reference=reference), self.logprobs(
+            response_1, reference=reference
+        )
+
     def add_critic(self, head: str) -> None:
         """Make critic ``head`` available. The tabular backend holds one value per prompt for
         ``reward`` and ``cost`` from the start (they train only when a loss reads them)."""

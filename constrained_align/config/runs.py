@@ -116,6 +116,12 @@ class PolicyConfig:
     max_response_tokens: int = param(
         128, "dataset responses keep their first this many tokens", check=AT_LEAST_1
     )
+    fast_paths: bool = param(
+        True,
+        "packed rows with shared prompts for log-probs and values, and the fast sampler; "
+        "false = the plain padded computations (the same values; for checks and benchmarks)",
+    )
+    pack_tokens: int = param(1024, "the most tokens per packed row", check=AT_LEAST_1)
     chunk_size: int = param(
         1024, "response positions projected through the LM head at once", check=AT_LEAST_1
     )

@@ -189,6 +189,8 @@ def _policy(
         chunk_size=m.chunk_size,
         inference_batch_size=m.inference_batch_size,
         sampling=SamplingSettings(g.max_new_tokens, g.sampling_temperature, g.top_p),
+        fast_paths=m.fast_paths,
+        pack_tokens=m.pack_tokens,
     )
     optim = config.train.optim
     return CausalLMPolicy(

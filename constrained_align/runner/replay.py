@@ -159,6 +159,11 @@ class RunBackend:
     def logprobs(self, sequences: LMSequences, *, reference: bool = False) -> LogProbs:
         return self.inner.logprobs(sequences, reference=reference)
 
+    def pair_logprobs(
+        self, response_0: LMSequences, response_1: LMSequences, *, reference: bool = False
+    ) -> tuple[LogProbs, LogProbs]:
+        return self.inner.pair_logprobs(response_0, response_1, reference=reference)
+
     def add_critic(self, head: str) -> None:
         self.inner.add_critic(head)
 

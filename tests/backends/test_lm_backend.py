@@ -23,6 +23,7 @@ from torch import nn
 from constrained_align.backends.causal_lm.logprobs import naive_token_logprobs
 from constrained_align.backends.causal_lm.policy import CausalLMPolicy, LMSettings
 from constrained_align.backends.causal_lm.sampling import (
+    RowDraws,
     SamplingSettings,
     next_token,
     sample_responses,
@@ -103,6 +104,11 @@ def prompt_ids(prompt: str) -> list[int]:
     return TOK(render_prompt(TOK, prompt), add_special_tokens=False)["input_ids"]
 
 
+def uniform(n: int, seed: int) -> torch.Tensor:
+    """``n`` seeded float64 numbers in (0, 1], as the sampler draws them."""
+    return 1 - torch.rand(n, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+
 def close(a: torch.Tensor, b: torch.Tensor, atol: float = 1e-5) -> None:
     torch.testing.assert_close(a, b, atol=atol, rtol=0)
 
@@ -120,7 +126,7 @@ def test_temperature_zero_is_argmax() -> None:
     logits = torch.tensor([[0.1, 2.0, -1.0, 1.9], [3.0, 3.5, 0.0, -2.0], [-1.0, -2.0, -0.5, -3.0]])
     greedy = SamplingSettings(temperature=0.0)
     for seed in range(3):
-        assert next_token(logits, greedy, torch.Generator().manual_seed(seed)).tolist() == [1, 1, 2]
+        assert next_token(logits, greedy, uniform(3, seed)).tolist() == [1, 1, 2]
 
 
 def test_tiny_top_p_keeps_only_the_most_likely_token() -> None:
@@ -132,10 +138,10 @@ def test_tiny_top_p_keeps_only_the_most_likely_token() -> None:
     g = torch.Generator().manual_seed(0)
     logits = torch.randn(8, 20, generator=g)
     rows = logits.repeat(200, 1)  # (1600, 20)
-    got = next_token(rows, SamplingSettings(top_p=1e-6), g)
+    got = next_token(rows, SamplingSettings(top_p=1e-6), uniform(len(rows), 1))
     assert torch.equal(got, rows.argmax(-1))
     # control: without the nucleus the same draws are not all the argmax
-    free = next_token(rows, SamplingSettings(top_p=1.0), g)
+    free = next_token(rows, SamplingSettings(top_p=1.0), uniform(len(rows), 2))
     assert not torch.equal(free, rows.argmax(-1))
 
 
@@ -143,9 +149,9 @@ def test_top_p_one_is_reproducible_with_a_seeded_generator() -> None:
     """Same seed → the same draws; another seed → different draws (so the seed matters)."""
     logits = torch.randn(64, 30, generator=torch.Generator().manual_seed(5))
     settings = SamplingSettings(temperature=1.0, top_p=1.0)
-    a = next_token(logits, settings, torch.Generator().manual_seed(11))
-    b = next_token(logits, settings, torch.Generator().manual_seed(11))
-    c = next_token(logits, settings, torch.Generator().manual_seed(12))
+    a = next_token(logits, settings, uniform(64, 11))
+    b = next_token(logits, settings, uniform(64, 11))
+    c = next_token(logits, settings, uniform(64, 12))
     assert torch.equal(a, b)
     assert not torch.equal(a, c)
 
@@ -171,7 +177,7 @@ def test_tokens_outside_the_nucleus_are_never_drawn(temperature: float, kept: li
     """
     logits = torch.tensor([0.5, 0.3, 0.15, 0.05]).log().expand(20_000, 4)
     settings = SamplingSettings(temperature=temperature, top_p=0.7)
-    draws = next_token(logits, settings, torch.Generator().manual_seed(0))
+    draws = next_token(logits, settings, uniform(len(logits), 0))
     freq = torch.bincount(draws, minlength=4).float() / len(draws)
     for token, p in enumerate(kept):
         if p == 0.0:
@@ -186,7 +192,7 @@ def test_top_p_zero_keeps_the_first_token() -> None:
     Expected: the argmax (as HF's top-p warper, which always keeps one token). Got: RuntimeError.
     """
     logits = torch.tensor([[0.0, 2.0, 1.0], [3.0, 0.0, 1.0]])
-    got = next_token(logits, SamplingSettings(top_p=0.0), torch.Generator().manual_seed(0))
+    got = next_token(logits, SamplingSettings(top_p=0.0), uniform(2, 0))
     assert got.tolist() == [1, 0]
 
 
@@ -219,7 +225,7 @@ def test_sample_responses_stops_each_row_at_its_eos() -> None:
     model = sharp_lm()
     ids, mask = _left_padded_prompts()
     greedy = SamplingSettings(max_new_tokens=8, temperature=0.0)
-    kwargs = dict(settings=greedy, pad_id=PAD, generator=torch.Generator().manual_seed(0))
+    kwargs = dict(settings=greedy, pad_id=PAD, draws=RowDraws(0, [0, 1, 2]))
     full, live = sample_responses(model, ids, mask, eos_ids=[TOK.unk_token_id], **kwargs)
     assert full.shape == (3, 8) and torch.all(live == 1)
     rows = full.tolist()
@@ -387,7 +393,7 @@ def test_lora_reference_is_the_base_model_and_is_cached(monkeypatch) -> None:
     - At init (B = 0) policy and reference log-probs are bit-identical.
     - Reference log-probs equal ``log_softmax`` of an independently built, un-wrapped copy of
       the base model (same seed), computed with full logits.
-    - The second reference call for the same sequences runs no forward pass (``_forward`` is
+    - The second reference call for the same sequences runs no forward pass (``_token_logprobs`` is
       counted) and returns the kept tensor.
     - After 3 steps the policy has moved; the reference of the same and of new sequences still
       equals the un-wrapped base.
@@ -396,8 +402,10 @@ def test_lora_reference_is_the_base_model_and_is_cached(monkeypatch) -> None:
     backend = policy("lora")
     seqs, fresh = seqs_for(backend), seqs_for(backend, ("other", "texts", "here"))
     calls = []
-    inner = backend._forward
-    monkeypatch.setattr(backend, "_forward", lambda m, s: calls.append(len(s)) or inner(m, s))
+    inner = backend._token_logprobs
+    monkeypatch.setattr(
+        backend, "_token_logprobs", lambda m, s: calls.append(len(s)) or inner(m, s)
+    )
 
     base = tiny_causal_lm(0)
 

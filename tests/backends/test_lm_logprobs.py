@@ -47,7 +47,7 @@ def test_linear_head_with_bias_matches_full_logits(chunk: int) -> None:
     """Values, and gradients w.r.t. hidden states, head weight and head bias, equal the naive path.
 
     A plain ``nn.Linear(H, V, bias=True)`` on random hidden states: the bias branch of
-    ``_chunk_logprobs`` must add ``b`` before the log-softmax exactly as ``head(h)`` does. The loss
+    ``_chunk_logits`` must add ``b`` before the log-softmax exactly as ``head(h)`` does. The loss
     ``Σ w_bt · logp_bt`` with random ``w`` makes each scored position's gradient distinct, so a
     row scored twice, missed or credited to the wrong state would show. Positions outside the
     response mask must be exactly zero.
@@ -166,19 +166,19 @@ def test_empty_response_mask_gives_zeros() -> None:
 def test_no_call_projects_more_than_chunk_rows(chunk: int, monkeypatch) -> None:
     """The peak-memory argument: every head projection covers at most ``chunk_size`` rows.
 
-    ``_chunk_logprobs`` is the only place the ``(n, V)`` logits exist; wrapping it records ``n``
+    ``_chunk_logits`` is the only place the ``(n, V)`` logits exist; wrapping it records ``n``
     per call. With 11 scored rows there must be ``⌈11 / c⌉`` forward calls covering the 11 rows
     once each, none wider than ``c``; the backward pass must call it again the same number of
-    times (activation checkpointing recomputes each chunk's logits instead of storing them).
+    times (it recomputes each chunk's logits instead of storing them).
     """
     rows_per_call: list[int] = []
-    inner = logprobs_module._chunk_logprobs
+    inner = logprobs_module._chunk_logits
 
-    def spy(hidden, weight, bias, target):
+    def spy(hidden, weight, bias):
         rows_per_call.append(hidden.shape[0])
-        return inner(hidden, weight, bias, target)
+        return inner(hidden, weight, bias)
 
-    monkeypatch.setattr(logprobs_module, "_chunk_logprobs", spy)
+    monkeypatch.setattr(logprobs_module, "_chunk_logits", spy)
     head = nn.Linear(8, 50)
     ids, _, response = _ragged_batch(50)
     hidden = torch.randn(3, 7, 8, requires_grad=True)
@@ -195,9 +195,9 @@ def test_no_call_projects_more_than_chunk_rows(chunk: int, monkeypatch) -> None:
 def test_autograd_keeps_no_full_logits(chunk: int) -> None:
     """Nothing ``V`` wide and more than ``chunk`` rows tall is saved for the backward pass.
 
-    A ``saved_tensors_hooks`` pack hook sees every tensor autograd keeps outside the checkpointed
-    chunks. The naive computation keeps its ``(B, L − 1, V)`` log-softmax (checked as a control,
-    so the detector is known to work); the chunked one must keep none. The head weight (``V × H``
+    A ``saved_tensors_hooks`` pack hook sees every tensor autograd keeps. The naive computation
+    keeps its ``(B, L − 1, V)`` log-softmax (checked as a control, so the detector is known to
+    work); the chunked one must keep none. The head weight (``V × H``
     or its transpose) is a parameter that lives anyway and is excluded.
     """
     vocab = 50

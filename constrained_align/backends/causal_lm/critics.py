@@ -14,12 +14,12 @@ the response mask line up token for token.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from constrained_align.backends.causal_lm.sequences import LMSequences, hidden_states
 from constrained_align.backends.causal_lm.weights import FullWeights, LoraWeights
 
 
@@ -46,18 +46,11 @@ class Critics:
             self.value_heads[head] = linear
         return self.trunks[head] + list(self.value_heads[head].parameters())
 
-    def values(self, sequences: LMSequences, head: str) -> Tensor:
-        """``(B, L)`` V(s_t) at the response tokens, 0 elsewhere (differentiable)."""
-        self.add(head)
+    def readout(self, head: str) -> Callable[[Tensor, Tensor], Tensor]:
+        """``readout(states, targets)``: V(s_t) of critic ``head`` from the hidden states that
+        precede each response token (the targets are not needed; differentiable)."""
         linear = self.value_heads[head]
-        device = linear.weight.device
-        mask = sequences.response_mask.to(device)
-        with self.weights.critic_model(head) as model:
-            hidden = hidden_states(model, sequences, device)
-        rows, cols = mask.nonzero(as_tuple=True)
-        picked = linear(hidden[rows, cols - 1]).squeeze(-1).float()  # (n,)
-        out = torch.zeros(mask.shape, dtype=picked.dtype, device=device)
-        return out.index_put((rows, cols), picked)
+        return lambda states, targets: linear(states).squeeze(-1).float()
 
     def state_dict(self) -> dict[str, Any]:
         """Value-head tensors by critic (the trunks are in the weights' state)."""

@@ -4,26 +4,70 @@ A causal LM's logits at position t − 1 score token t. For a response of T toke
 vocabulary of V (49k for SmolLM2), the full logits tensor of a batch is B·T·V floats, and
 autograd keeps it (and its log-softmax) alive for the backward pass. Only the response
 positions are needed, so :func:`token_logprobs` gathers the hidden states of those positions
-and projects them through the LM head ``chunk_size`` rows at a time. Each chunk is wrapped in
-activation checkpointing: the backward pass recomputes that chunk's logits instead of storing
-them, so peak memory is ``chunk_size · V`` floats whatever the batch. Values and gradients equal
-the naive computation (tested to 1e-5).
+and projects them through the LM head ``chunk_size`` rows at a time, in one autograd function
+(:class:`_ChunkedLogProbs`) that keeps only the hidden states and one log-sum-exp per row for
+the backward pass. The backward recomputes each chunk's logits into one buffer and turns it in
+place into the gradient of the logits, ``g · (onehot(target) − softmax)``, so the peak is a
+single ``chunk_size × V`` buffer whatever the batch. Values and gradients equal the naive
+computation (tested to 1e-5).
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
-from torch.utils.checkpoint import checkpoint
 
 
-def _chunk_logprobs(hidden: Tensor, weight: Tensor, bias: Tensor | None, target: Tensor) -> Tensor:
-    """``(n,)`` log softmax(h W^T + b)[target] for ``(n, H)`` hidden rows."""
-    logits = hidden @ weight.T  # (n, V)
+def _chunk_logits(states: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """``(n, V)`` float32 logits ``h W^T + b`` of ``(n, H)`` states (the only place they exist)."""
+    logits = states @ weight.T
     if bias is not None:
-        logits = logits + bias
-    logits = logits.float()
-    return logits.gather(-1, target.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+        logits += bias
+    return logits.float()
+
+
+class _ChunkedLogProbs(torch.autograd.Function):
+    """``(n,)`` log softmax(states W^T + b)[targets], ``chunk`` rows of logits at a time."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, states: Tensor, weight: Tensor, bias: Tensor | None, targets: Tensor, chunk: int
+    ) -> Tensor:
+        out = torch.empty(len(targets), dtype=torch.float32, device=states.device)
+        lse = torch.empty_like(out)
+        for start in range(0, len(targets), chunk):
+            part = slice(start, start + chunk)
+            logits = _chunk_logits(states[part], weight, bias)
+            lse[part] = torch.logsumexp(logits, dim=-1)
+            out[part] = logits.gather(-1, targets[part, None]).squeeze(-1) - lse[part]
+        ctx.save_for_backward(states, weight, bias, targets, lse)
+        ctx.chunk = chunk
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        states, weight, bias, targets, lse = ctx.saved_tensors
+        need_states, need_weight, need_bias = ctx.needs_input_grad[:3]
+        grad_states = torch.empty_like(states) if need_states else None
+        grad_weight = torch.zeros_like(weight) if need_weight else None
+        grad_bias = torch.zeros_like(bias) if need_bias and bias is not None else None
+        for start in range(0, len(targets), ctx.chunk):
+            part = slice(start, start + ctx.chunk)
+            g = grad_out[part].float()
+            # d out_i / d logits_ij = 1[j = target_i] − softmax_ij, scaled by g_i, in place.
+            grad = _chunk_logits(states[part], weight, bias)
+            grad.sub_(lse[part, None]).exp_().mul_(-g[:, None])
+            grad.scatter_add_(-1, targets[part, None], g[:, None])
+            grad = grad.to(states.dtype)
+            if grad_states is not None:
+                grad_states[part] = grad @ weight
+            if grad_weight is not None:
+                grad_weight.addmm_(grad.T, states[part])
+            if grad_bias is not None:
+                grad_bias += grad.sum(0)
+        return grad_states, grad_weight, grad_bias, None, None
 
 
 def token_logprobs(
@@ -47,18 +91,26 @@ def token_logprobs(
         raise ValueError("position 0 has no preceding token to predict it from")
     rows, cols = response_mask.nonzero(as_tuple=True)  # the scored positions, (n,) each
     states = hidden[rows, cols - 1]  # (n, H): the state before each scored token
-    targets = input_ids[rows, cols]  # (n,)
-    pieces = []
-    for start in range(0, len(rows), chunk_size):
-        part = slice(start, start + chunk_size)
-        args = (states[part], head.weight, head.bias, targets[part])
-        if torch.is_grad_enabled() and (states.requires_grad or head.weight.requires_grad):
-            pieces.append(checkpoint(_chunk_logprobs, *args, use_reentrant=False))
-        else:
-            pieces.append(_chunk_logprobs(*args))
-    values = torch.cat(pieces) if pieces else hidden.new_zeros(0, dtype=torch.float32)
+    values = gathered_logprobs(states, input_ids[rows, cols], head, chunk_size=chunk_size)
     out = torch.zeros(response_mask.shape, dtype=values.dtype, device=hidden.device)
     return out.index_put((rows, cols), values)
+
+
+def gathered_logprobs(
+    states: Tensor, targets: Tensor, head: torch.nn.Linear, *, chunk_size: int = 1024
+) -> Tensor:
+    """``(n,)`` log softmax(head(states))[targets], ``chunk_size`` rows through the head at a
+    time, each chunk's logits recomputed in the backward pass instead of stored.
+
+    Args:
+        states: ``(n, H)`` hidden states, each the one that predicts its target.
+        targets: ``(n,)`` the token each state predicts.
+        head: the LM head.
+        chunk_size: rows projected at once.
+    """
+    if len(targets) == 0:
+        return states.new_zeros(0, dtype=torch.float32)
+    return _ChunkedLogProbs.apply(states, head.weight, head.bias, targets, chunk_size)
 
 
 def naive_token_logprobs(logits: Tensor, input_ids: Tensor, response_mask: Tensor) -> Tensor:

@@ -27,21 +27,20 @@ import torch
 from torch import Tensor
 
 from constrained_align.backends.causal_lm.critics import Critics
+from constrained_align.backends.causal_lm.forward import response_readout
 from constrained_align.backends.causal_lm.identity import (
     check_plain_logits,
     end_of_turn_ids,
     tokenizer_fingerprint,
     weights_fingerprint,
 )
-from constrained_align.backends.causal_lm.logprobs import token_logprobs
+from constrained_align.backends.causal_lm.logprobs import gathered_logprobs
 from constrained_align.backends.causal_lm.sampling import generate_batches
 from constrained_align.backends.causal_lm.sequences import (
     LMSequences,
     LMSettings,
     PromptBatch,
     SamplingSettings,
-    hidden_states,
-    in_batches,
     make_sequences,
     prompt_token_ids,
     response_token_ids,
@@ -215,7 +214,8 @@ class CausalLMPolicy:
                 batch_size=self.settings.inference_batch_size,
                 eos_ids=self.eos_ids,
                 pad_id=self.pad_id,
-                generator=torch.Generator().manual_seed(seed),
+                seed=seed,
+                fast=self.settings.fast_paths,
             )
         texts = [self.tokenizer.decode(r, skip_special_tokens=True).strip() for r in responses]
         rows = [p + r for p, r in zip(prompt_ids, responses)]
@@ -225,46 +225,51 @@ class CausalLMPolicy:
 
     # ---------------------------------------------------------------- log-probs and values
 
-    def _forward(self, model: torch.nn.Module, seqs: LMSequences) -> Tensor:
-        hidden = hidden_states(model, seqs, self.device)
-        response = seqs.response_mask.to(self.device)
+    def _token_logprobs(self, model: torch.nn.Module, sequences: LMSequences) -> Tensor:
+        """``(B, T)`` log-probs of the response tokens under ``model`` (see :mod:`.forward`)."""
         head, chunk = unwrap(model).get_output_embeddings(), self.settings.chunk_size
-        return token_logprobs(
-            hidden, seqs.input_ids.to(self.device), response, head, chunk_size=chunk
-        )
 
-    @torch.no_grad()
-    def _batched(self, model: torch.nn.Module, seqs: LMSequences) -> Tensor:
-        size = self.settings.inference_batch_size
-        return in_batches(lambda part: self._forward(model, part), seqs, size)
+        def readout(states: Tensor, targets: Tensor) -> Tensor:
+            return gathered_logprobs(states, targets, head, chunk_size=chunk)
+
+        return response_readout(model, sequences, self.settings, self.device, readout)
 
     def logprobs(self, sequences: LMSequences, *, reference: bool = False) -> LogProbs:
         """Token log-probs of the responses in response coordinates: ``(B, T)`` with column t
         the t-th response token and a prefix mask (what GAE and the PPO losses expect).
         Differentiable unless ``reference``.
 
-        Reference log-probs are computed once per distinct batch of sequences and kept until
-        the reference changes.
+        Reference log-probs are computed once per distinct batch of sequences (without autograd
+        at all) and kept until the reference changes.
         """
         _, keep = sequences.response_index()
-        mask = keep.to(self.device)
         if reference:
             key = sequences.key()
             if key not in self._ref_cache:
-                with self.weights.reference_model() as model:
-                    full = self._batched(model, sequences)
-                token = sequences.to_response(full).cpu()
+                with torch.inference_mode(), self.weights.reference_model() as model:
+                    token = self._token_logprobs(model, sequences).cpu()
+                token = token.clone()  # an ordinary tensor again, usable beside autograd
                 check_finite(token, "the reference log-probs", self.steps)
-                self._ref_cache[key] = LogProbs(token=token, mask=mask.cpu())
+                self._ref_cache[key] = LogProbs(token=token, mask=keep)
             return self._ref_cache[key]
         with self.weights.policy_model() as model:
-            if torch.is_grad_enabled():
-                full = self._forward(model, sequences)
-            else:
-                full = self._batched(model, sequences)
-        token = sequences.to_response(full).cpu()
+            token = self._token_logprobs(model, sequences).cpu()
         check_finite(token.detach(), "the policy's log-probs", self.steps)
-        return LogProbs(token=token, mask=mask.cpu())
+        return LogProbs(token=token, mask=keep)
+
+    def pair_logprobs(
+        self, response_0: LMSequences, response_1: LMSequences, *, reference: bool = False
+    ) -> tuple[LogProbs, LogProbs]:
+        """:meth:`logprobs` of both responses of preference pairs, in one pass: on the fast
+        path their shared prompts are computed once (:mod:`.packing`)."""
+        if not self.settings.fast_paths:
+            return self.logprobs(response_0, reference=reference), self.logprobs(
+                response_1, reference=reference
+            )
+        both = self.logprobs(LMSequences.concat([response_0, response_1]), reference=reference)
+        n, t0, t1 = len(response_0), response_0.response_width(), response_1.response_width()
+        first = LogProbs(token=both.token[:n, :t0], mask=both.mask[:n, :t0])
+        return first, LogProbs(token=both.token[n:, :t1], mask=both.mask[n:, :t1])
 
     def add_critic(self, head: str) -> None:
         """Make critic ``head`` (an adapter on the shared base, or a trainable copy, with a
@@ -277,7 +282,9 @@ class CausalLMPolicy:
         like :meth:`logprobs` (differentiable)."""
         if head not in self.critics.heads:
             raise KeyError(f"no critic {head!r}: call add_critic({head!r}) first")
-        return sequences.to_response(self.critics.values(sequences, head)).cpu()
+        with self.weights.critic_model(head) as model:
+            readout = self.critics.readout(head)
+            return response_readout(model, sequences, self.settings, self.device, readout).cpu()
 
     # ---------------------------------------------------------------- training and state
 

@@ -120,6 +120,27 @@ class LMSequences:
         index = (starts[:, None] + offsets).clamp(max=mask.shape[1] - 1)  # (B, T)
         return index, keep
 
+    def response_width(self) -> int:
+        """T, the longest response (the width of response coordinates)."""
+        return int(self.response_mask.sum(-1).max()) if len(self) else 0
+
+    @classmethod
+    def concat(cls, parts: Sequence[LMSequences]) -> LMSequences:
+        """The rows of ``parts`` one after the other (right-padded to the widest)."""
+        width = max(p.input_ids.shape[1] for p in parts)
+
+        def pad(tensor: Tensor, value: float) -> Tensor:
+            return torch.nn.functional.pad(tensor, (0, width - tensor.shape[1]), value=value)
+
+        return cls(  # padding is masked out: its token id does not matter
+            torch.cat([pad(p.input_ids, 0) for p in parts]),
+            torch.cat([pad(p.attention_mask, 0) for p in parts]),
+            torch.cat([pad(p.response_mask, 0) for p in parts]),
+            [x for p in parts for x in p.prompts],
+            [x for p in parts for x in p.contexts],
+            [x for p in parts for x in p.responses],
+        )
+
     def to_response(self, full: Tensor) -> Tensor:
         """``(B, L)`` per-position values → ``(B, T)`` in response coordinates (0 past the end)."""
         index, keep = self.response_index()
@@ -161,26 +182,6 @@ def unwrap(model: Any) -> Any:
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
-def hidden_states(model: Any, seqs: LMSequences, device: Any) -> Tensor:
-    """``(B, L, H)`` last hidden states of the decoder of ``model`` (no LM head)."""
-    decoder = unwrap(model).get_decoder()
-    ids, mask = seqs.input_ids.to(device), seqs.attention_mask.to(device)
-    return decoder(input_ids=ids, attention_mask=mask).last_hidden_state
-
-
-def in_batches(fn: Any, seqs: LMSequences, size: int) -> Tensor:
-    """``fn`` (per-position ``(b, L_b)`` output) over row batches of ``size``, right-padded
-    back to ``(B, L)`` (each batch drops the columns that are padding in all its rows)."""
-    if len(seqs) <= size:
-        return fn(seqs)
-    width = seqs.input_ids.shape[1]
-    parts = []
-    for start in range(0, len(seqs), size):
-        out = fn(seqs.index(list(range(start, min(start + size, len(seqs))))))
-        parts.append(torch.nn.functional.pad(out, (0, width - out.shape[1])))
-    return torch.cat(parts)
-
-
 def make_sequences(
     rows: list[list[int]], starts: list[int], batch: PromptBatch, texts: list[str], *, pad_id: int
 ) -> LMSequences:
@@ -214,6 +215,9 @@ class LMSettings:
         chunk_size: response positions projected through the LM head at once.
         inference_batch_size: rows per forward pass when sampling or scoring without gradients.
         sampling: temperature, top-p and ``max_new_tokens`` of ``sample``.
+        fast_paths: packed rows with shared prompts for log-probs and values, and the
+            sampler's fast paths; off = the plain padded computations (same values).
+        pack_tokens: the most tokens per packed row.
     """
 
     max_prompt_tokens: int = 256
@@ -221,6 +225,13 @@ class LMSettings:
     chunk_size: int = 1024
     inference_batch_size: int = 16
     sampling: SamplingSettings = field(default_factory=SamplingSettings)
+    fast_paths: bool = True
+    pack_tokens: int = 1024
+
+    @property
+    def token_budget(self) -> int:
+        """Tokens per forward pass without gradients: ``inference_batch_size`` rows of 128."""
+        return 128 * self.inference_batch_size
 
     def __post_init__(self) -> None:
         if self.max_prompt_tokens < 1 or self.max_response_tokens < 1:
