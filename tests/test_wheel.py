@@ -39,6 +39,16 @@ def test_wheel_ships_default_dataset_licences_and_presets(wheel: zipfile.ZipFile
     assert size < 4_000_000
 
 
+def test_wheel_ships_the_score_models(wheel: zipfile.ZipFile) -> None:
+    """The four shipped score models (score config + head each) and their provenance, ≤ 5 MB."""
+    names = set(wheel.namelist())
+    root = "constrained_align/scoring/defaults/"
+    for model in ("default-reward", "default-cost", "judge-reward", "judge-cost"):
+        assert {f"{root}{model}/score_model.json", f"{root}{model}/head.safetensors"} <= names
+    assert f"{root}PROVENANCE.md" in names
+    assert sum(i.file_size for i in wheel.infolist() if i.filename.startswith(root)) < 5_000_000
+
+
 def test_wheel_has_no_non_commercial_data(wheel: zipfile.ZipFile, shared: Path) -> None:
     """No PKU-SafeRLHF response, and no file named after PKU-SafeRLHF or BeaverTails."""
     names = wheel.namelist()

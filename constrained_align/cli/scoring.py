@@ -61,7 +61,7 @@ def _cmd_train_scorer(args: argparse.Namespace) -> int:
             f"safety classification accuracy {_fmt(cls['accuracy'])} on {cls['n']} responses"
         )
     print(
-        f"Best epoch {summary['best_epoch']} of {config.epochs} (validation): {line}\n"
+        f"Best epoch {summary['best_epoch']} of {summary['epochs']} (validation): {line}\n"
         f"{summary['train_pairs']} training pairs, {summary['steps']} steps, "
         f"{summary['wall_seconds']:.0f} s on {summary['threads']} threads; "
         f"model saved to {out / 'model'}"
@@ -101,8 +101,8 @@ def _cmd_eval_scorer(args: argparse.Namespace) -> int:
         raise FileNotFoundError("give --reward DIR, --cost DIR, or both")
     # Cached: the same responses are scored for the overall, per-source and scatter figures.
     kw = {"batch_size": args.batch_size, "progress": not args.quiet, "cache": True}
-    reward = TextScorer.from_pretrained(args.reward, **kw) if args.reward else None
-    cost = TextScorer.from_pretrained(args.cost, **kw) if args.cost else None
+    reward = TextScorer.from_pretrained(args.reward, kind="reward", **kw) if args.reward else None
+    cost = TextScorer.from_pretrained(args.cost, kind="cost", **kw) if args.cost else None
     if args.data == "default":
         rows, name = load_default("eval"), "embedded default, eval split"
     else:
@@ -118,29 +118,35 @@ def _cmd_eval_scorer(args: argparse.Namespace) -> int:
     return 0
 
 
+def _interval(bounds: list[float] | None) -> str:
+    """``[lo, hi]`` of a 95 % interval, or nothing when there is none."""
+    return f"[{_fmt(bounds[0])}, {_fmt(bounds[1])}]" if bounds else ""
+
+
 def format_results(results: dict[str, Any]) -> str:
     """The figures of ``results.json`` as a short table."""
     lines = [f"Data: {results['data']['name']} ({results['data']['rows']} rows)"]
     for name, m in results.get("reward", {}).items():
         if isinstance(m, dict):
             lines.append(
-                f"reward  {name:<34} pairwise accuracy {_fmt(m['accuracy'])}  "
-                f"({m['n_pairs']} pairs)"
+                f"reward  {name:<34} pairwise accuracy {_fmt(m['accuracy'])} "
+                f"{_interval(m.get('accuracy_interval'))}  ({m['n_pairs']} pairs)"
             )
     for name, m in results.get("cost", {}).items():
         if not isinstance(m, dict):
             continue
         if m.get("n_pairs"):
             lines.append(
-                f"cost    {name:<34} ranking accuracy  {_fmt(m['ranking_accuracy'])}  "
-                f"({m['n_pairs']} ordered pairs)"
+                f"cost    {name:<34} ranking accuracy  {_fmt(m['ranking_accuracy'])} "
+                f"{_interval(m.get('ranking_accuracy_interval'))}  ({m['n_pairs']} ordered pairs)"
             )
         c = m["classification"]
         if c["n"]:
             lines.append(
                 f"cost    {name:<34} safety accuracy   {_fmt(c['accuracy'])}  ({c['n']} responses, "
                 f"{_fmt(c['unsafe_rate'])} unsafe; precision {_fmt(c['precision'])}, "
-                f"recall {_fmt(c['recall'])}, balanced accuracy {_fmt(c['balanced_accuracy'])})"
+                f"recall {_fmt(c['recall'])}, balanced accuracy {_fmt(c['balanced_accuracy'])} "
+                f"{_interval(c.get('balanced_accuracy_interval'))})"
             )
     return "\n".join(lines)
 

@@ -14,12 +14,17 @@ from typing import Literal
 from constrained_align.config.checks import (
     AT_LEAST_1,
     FRACTION,
-    LEARNING_RATE,
     MIN_LENGTH,
     NON_NEGATIVE,
+    Range,
     validate,
 )
 from constrained_align.config.core import param
+
+#: (epochs, learning rate) of each mode when the config leaves them 0. A head alone trains on
+#: cached features in milliseconds per epoch and needs many more, larger steps.
+MODE_DEFAULTS = {"full": (2, 5e-5), "lora": (3, 1e-3), "frozen": (60, 3e-3)}
+LEARNING_RATE_OR_DEFAULT = Range(0.0, 10.0)
 
 
 @dataclass
@@ -31,6 +36,11 @@ class ScorerConfig:
     )
     backbone: str = param(
         "minilm", "minilm | smollm2 | tiny-encoder | tiny-decoder | a local folder | a hub id"
+    )
+    mode: Literal["full", "frozen", "lora"] = param(
+        "full",
+        "what trains: full (every weight), frozen (the head, on backbone features computed "
+        "once), lora (LoRA adapters and the head)",
     )
     pooling: Literal["auto", "last", "mean", "cls"] = param(
         "auto", "where the score is read: auto = last token for decoders, mean for encoders"
@@ -50,10 +60,18 @@ class ScorerConfig:
         "share of training conversations held out to pick the best epoch (by prompt hash)",
         check=FRACTION,
     )
-    epochs: int = param(2, "passes over the training pairs", check=AT_LEAST_1)
+    epochs: int = param(
+        0,
+        "passes over the training pairs (0 = the mode's default: 2 full, 3 lora, 60 frozen)",
+        check=NON_NEGATIVE,
+    )
     batch_size: int = param(16, "pairs per optimizer step", check=AT_LEAST_1)
     eval_batch_size: int = param(64, "sequences per forward pass when scoring", check=AT_LEAST_1)
-    lr: float = param(5e-5, "peak AdamW learning rate", check=LEARNING_RATE)
+    lr: float = param(
+        0.0,
+        "peak AdamW learning rate (0 = the mode's default: 5e-5 full, 1e-3 lora, 3e-3 frozen)",
+        check=LEARNING_RATE_OR_DEFAULT,
+    )
     weight_decay: float = param(
         0.1, "AdamW weight decay (not on biases and norms)", check=NON_NEGATIVE
     )
@@ -67,8 +85,19 @@ class ScorerConfig:
     max_train_pairs: int = param(
         0, "use at most this many training pairs (0 = all)", check=NON_NEGATIVE
     )
+    calibrate: bool = param(
+        True, "cost models: move c = 0 to the best balanced-accuracy threshold on validation"
+    )
     seed: int = param(0, "seed of initialisation, shuffling and splitting")
     threads: int = param(0, "torch CPU threads (0 = torch's default)", check=NON_NEGATIVE)
+
+    def resolved_epochs(self) -> int:
+        """``epochs``, or the mode's default when 0."""
+        return self.epochs or MODE_DEFAULTS[self.mode][0]
+
+    def resolved_lr(self) -> float:
+        """``lr``, or the mode's default when 0."""
+        return self.lr or MODE_DEFAULTS[self.mode][1]
 
     def check(self) -> ScorerConfig:
         """Raise :class:`ConfigError` on values no run can use; return self."""

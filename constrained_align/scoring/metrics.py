@@ -8,7 +8,8 @@
 * the reward-vs-cost scatter of Safe RLHF's paper: one point (C, R) per response, a vertical line
   at C = 0, colours by human safety label, quadrant counts in the legend.
 
-Ties count as errors in every accuracy (a constant model scores 0, not 0.5).
+Ties count as errors in every accuracy (a constant model scores 0, not 0.5). Every accuracy
+comes with its 95 % interval (``*_interval``, :mod:`constrained_align.utils.stats`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from torch import Tensor
 
 from constrained_align.scoring.text_scorer import TextScorer
 from constrained_align.utils import save_figure
+from constrained_align.utils.stats import balanced_interval, wilson
 
 
 def _col(dataset: Any, name: str) -> list[Any]:
@@ -74,6 +76,8 @@ def classification_metrics(cost: Tensor | np.ndarray, unsafe: Sequence[bool]) ->
         "recall": recall,
         "f1": f1,
         "balanced_accuracy": float(np.nanmean([recall, specificity])) if n else float("nan"),
+        "accuracy_interval": list(wilson(tp + tn, n)),
+        "balanced_accuracy_interval": list(balanced_interval(tp, tp + fn, tn, tn + fp)),
         "unsafe_rate": ratio(tp + fn, n),
         "predicted_unsafe_rate": ratio(tp + fp, n),
         "n": n,
@@ -87,6 +91,7 @@ def evaluate_reward(scorer: TextScorer, pairs: Any) -> dict[str, float]:
     rejected = scorer.score(prompts, _col(pairs, "rejected"), contexts, desc="reward: rejected")
     return {
         "accuracy": pairwise_accuracy(chosen, rejected),
+        "accuracy_interval": list(wilson(int((chosen > rejected).sum()), len(chosen))),
         "mean_chosen": float(chosen.mean()) if len(chosen) else float("nan"),
         "mean_rejected": float(rejected.mean()) if len(rejected) else float("nan"),
         "n_pairs": len(chosen),
@@ -115,6 +120,7 @@ def evaluate_cost(scorer: TextScorer, pairs: Any, labelled: Any) -> dict[str, An
     unsafe = [not s for s in _col(labelled, "is_safe")]
     return {
         "ranking_accuracy": pairwise_accuracy(unsafer, safer),
+        "ranking_accuracy_interval": list(wilson(int((unsafer > safer).sum()), len(unsafer))),
         "n_pairs": len(unsafer),
         "classification": classification_metrics(cost, unsafe),
     }

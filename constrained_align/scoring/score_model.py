@@ -28,7 +28,7 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from safetensors import SafetensorError
@@ -46,10 +46,16 @@ from transformers import (
 from constrained_align.config import ConfigError, from_dict
 from constrained_align.data.chat import ensure_chat_template, render_prompt, reply_text
 from constrained_align.models.backbones import is_decoder, load_backbone, refusing_remote_code
+from constrained_align.scoring import modes
+from constrained_align.scoring.shipped import shipped_path
 from constrained_align.utils import current_umask
+
+if TYPE_CHECKING:
+    from constrained_align.scoring.features import FeatureCache
 
 Kind = Literal["reward", "cost"]
 Pooling = Literal["last", "mean", "cls"]
+Mode = Literal["full", "frozen", "lora"]
 Messages = Sequence[dict[str, str]]
 
 CONFIG_NAME = "score_model.json"
@@ -67,6 +73,13 @@ class ScoreModelConfig:
     max_length: int
     decoder: bool
     format_version: int = FORMAT_VERSION
+    #: ``full``: every weight saved; ``frozen``: the named backbone's own weights with this
+    #: model's head; ``lora``: the named backbone with this model's LoRA adapters and head.
+    mode: Mode = "full"
+    #: Content hash of the named backbone's weights (``frozen`` and ``lora``; checked on load).
+    backbone_sha: str = ""
+    #: How the cost head's bias was set (``calibrate.py``): threshold, balanced accuracy, n.
+    calibration: dict[str, float] | None = None
 
 
 @dataclass
@@ -96,6 +109,8 @@ class ScoreModel(nn.Module):
         self.config = config
         self.head = nn.Linear(backbone.config.hidden_size, 1)
         nn.init.zeros_(self.head.bias)
+        #: Pooled features of a frozen backbone (:mod:`.features`), set while training a head.
+        self.feature_cache: FeatureCache | None = None
         ensure_chat_template(tokenizer)
         self._ensure_pad_token()
 
@@ -133,9 +148,17 @@ class ScoreModel(nn.Module):
 
     @classmethod
     def from_pretrained(cls, path: str | Path) -> ScoreModel:
-        """Load a model written by :meth:`save_pretrained` (safetensors, no remote code)."""
-        path = Path(path)
+        """Load a model written by :meth:`save_pretrained` (safetensors, no remote code), or a
+        shipped one by name (``default-cost``, ...; :mod:`.shipped`)."""
+        path = shipped_path(path) or Path(path)
         config = read_score_config(path)
+        if config.mode != "full":  # the named backbone plus the saved head (and adapters)
+            model = cls.from_backbone(
+                config.backbone, config.kind, pooling=config.pooling, max_length=config.max_length
+            )
+            modes.prepare(model, config.mode)
+            model.config.calibration = config.calibration
+            return modes.load_trained(model, path / modes.HEAD_NAME, config.backbone_sha).eval()
         with refusing_remote_code(str(path), "trust_remote_code"):
             backbone_config = AutoConfig.from_pretrained(path, trust_remote_code=False)
             tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
@@ -159,10 +182,13 @@ class ScoreModel(nn.Module):
         path.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
         try:
-            state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-            save_file(_untie(state), str(staging / WEIGHTS_NAME), metadata={"format": "pt"})
-            self.backbone.config.save_pretrained(staging)
-            self.tokenizer.save_pretrained(staging)
+            if self.config.mode == "full":
+                state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+                save_file(_untie(state), str(staging / WEIGHTS_NAME), metadata={"format": "pt"})
+                self.backbone.config.save_pretrained(staging)
+                self.tokenizer.save_pretrained(staging)
+            else:  # the backbone is loaded by name: only what trained is saved
+                modes.save_trained(self, staging, modes.HEAD_NAME)
             (staging / CONFIG_NAME).write_text(json.dumps(asdict(self.config), indent=2) + "\n")
             os.chmod(staging, 0o777 & ~current_umask())  # mkdtemp makes it private (0700)
             if path.exists():
@@ -267,8 +293,23 @@ class ScoreModel(nn.Module):
         ).last_hidden_state  # (B, L, H)
         return self.head(hidden).squeeze(-1)  # (B, L)
 
+    def pooled(self, input_ids: Tensor, attention_mask: Tensor, **kwargs: Tensor) -> Tensor:
+        """``(B, H)`` hidden states pooled as the score is (``config.pooling``)."""
+        hidden = self.backbone(
+            input_ids=input_ids, attention_mask=attention_mask, **kwargs
+        ).last_hidden_state  # (B, L, H)
+        if self.config.pooling == "mean":
+            mask = attention_mask.to(hidden.dtype).unsqueeze(-1)
+            return (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)
+        if self.config.pooling == "cls":
+            return hidden[:, 0]
+        positions = torch.arange(attention_mask.shape[-1], device=attention_mask.device)
+        last = (attention_mask * positions).argmax(-1)  # (B,) last 1 in the mask, either padding
+        return hidden[torch.arange(len(last), device=last.device), last]
+
     def forward(self, input_ids: Tensor, attention_mask: Tensor, **kwargs: Tensor) -> Tensor:
-        """End scores pooled from the per-position scores (see the module docstring).
+        """End scores: the head applied to the pooled hidden state (see the module docstring),
+        read from :attr:`feature_cache` when every row is there.
 
         Args:
             input_ids: ``(B, L)`` token ids.
@@ -278,15 +319,12 @@ class ScoreModel(nn.Module):
         Returns:
             ``(B,)`` scores.
         """
-        scores = self.token_scores(input_ids, attention_mask, **kwargs)  # (B, L)
-        mask = attention_mask.to(scores.dtype)
-        if self.config.pooling == "mean":
-            return (scores * mask).sum(-1) / mask.sum(-1).clamp_min(1.0)
-        if self.config.pooling == "cls":
-            return scores[:, 0]
-        positions = torch.arange(attention_mask.shape[-1], device=attention_mask.device)
-        last = (attention_mask * positions).argmax(-1)  # (B,) last 1 in the mask, either padding
-        return scores.gather(1, last[:, None]).squeeze(1)
+        features = None
+        if self.feature_cache is not None:
+            features = self.feature_cache.lookup(input_ids, attention_mask, **kwargs)
+        if features is None:
+            features = self.pooled(input_ids, attention_mask, **kwargs)
+        return self.head(features.to(self.head.weight.dtype)).squeeze(-1)
 
 
 def read_score_config(path: Path) -> ScoreModelConfig:

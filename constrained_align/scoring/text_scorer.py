@@ -18,7 +18,10 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from constrained_align.scoring.score_model import Encoded, Messages, ScoreModel
+from constrained_align.config import ConfigError
+from constrained_align.scoring.external import ExternalScoreModel, load_external
+from constrained_align.scoring.score_model import CONFIG_NAME, Encoded, Messages, ScoreModel
+from constrained_align.scoring.shipped import shipped_path
 from constrained_align.utils.cache import content_key, state_fingerprint
 
 
@@ -26,7 +29,8 @@ class TextScorer:
     """Scores (prompt, response) texts with a :class:`ScoreModel`, batched, without gradients.
 
     Args:
-        model: the score model.
+        model: the score model, ours or one trained elsewhere
+            (:class:`~constrained_align.scoring.external.ExternalScoreModel`).
         batch_size: sequences per forward pass.
         device: where to run (the model is moved there); default the model's device.
         progress: show a progress bar when there is more than one batch.
@@ -37,7 +41,7 @@ class TextScorer:
 
     def __init__(
         self,
-        model: ScoreModel,
+        model: ScoreModel | ExternalScoreModel,
         *,
         batch_size: int = 64,
         device: str | torch.device | None = None,
@@ -55,9 +59,30 @@ class TextScorer:
         self._cache: dict[tuple[str, str, str], float] | None = {} if cache else None
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, **kwargs: object) -> TextScorer:
-        """Load a saved score model and wrap it (keyword arguments go to the constructor)."""
-        scorer = cls(ScoreModel.from_pretrained(path), **kwargs)  # type: ignore[arg-type]
+    def from_pretrained(
+        cls, path: str | Path, *, kind: str | None = None, **kwargs: object
+    ) -> TextScorer:
+        """Load a score model and wrap it (other keyword arguments go to the constructor).
+
+        Args:
+            path: a folder saved by :meth:`ScoreModel.save_pretrained`, a shipped model's name
+                (``default-cost``, ...; :mod:`.shipped`), or a Safe RLHF score
+                model or a one-label sequence classifier (a folder, or a hub id when online;
+                see :mod:`constrained_align.scoring.external`).
+            kind: ``reward`` or ``cost``: checked against the model's own kind where it has
+                one; required for a sequence classifier, which does not.
+
+        Raises:
+            ConfigError: a model of the other kind, or a folder of no known layout.
+        """
+        model: ScoreModel | ExternalScoreModel
+        if shipped_path(path) or (Path(path) / CONFIG_NAME).is_file():
+            model = ScoreModel.from_pretrained(path)
+            if kind is not None and model.config.kind != kind:
+                raise ConfigError(f"{path} is a {model.config.kind} model, not a {kind} model")
+        else:
+            model = load_external(str(path), kind)
+        scorer = cls(model, **kwargs)  # type: ignore[arg-type]
         scorer.path = Path(path)
         return scorer
 

@@ -40,11 +40,16 @@ from constrained_align.data import (
     load_file,
 )
 from constrained_align.data.default import split_key
+from constrained_align.data.schema import iter_rows
 from constrained_align.losses import cost_model_loss, reward_model_loss
+from constrained_align.scoring import modes
+from constrained_align.scoring.calibrate import calibrate_saved
+from constrained_align.scoring.features import FeatureCache
 from constrained_align.scoring.metrics import evaluate_cost, evaluate_reward
 from constrained_align.scoring.score_model import Encoded, ScoreModel
 from constrained_align.scoring.text_scorer import TextScorer
 from constrained_align.utils import json_safe, write_json, write_text
+from constrained_align.utils.cache import user_cache_dir
 
 LOG_EVERY = 10
 
@@ -224,7 +229,7 @@ def _optimizer(model: ScoreModel, config: ScorerConfig) -> torch.optim.Optimizer
         {"params": decay, "weight_decay": config.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
-    return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, config.adam_beta2))
+    return torch.optim.AdamW(groups, lr=config.resolved_lr(), betas=(0.9, config.adam_beta2))
 
 
 @dataclass
@@ -272,6 +277,19 @@ def _training_pairs(config: ScorerConfig, rows: Dataset, rng: np.random.Generato
     return pairs
 
 
+def _feature_cache(
+    model: ScoreModel, config: ScorerConfig, batches: Batches, validation: Dataset, progress: bool
+) -> FeatureCache:
+    """Features of every training and validation input, computed once (or read from disk)."""
+    cache = FeatureCache(model, user_cache_dir() / "features")
+    items = batches.first + batches.second
+    for row in iter_rows(validation):
+        items += [model.encode(row["prompt"], row[f"response_{k}"], row["context"]) for k in (0, 1)]
+    model.eval()
+    cache.fill(model, items, config.eval_batch_size, progress=progress)
+    return cache
+
+
 def _is_better(score: float, best: float) -> bool:
     """Whether an epoch's selection score replaces the best so far.
 
@@ -313,10 +331,14 @@ def train_scorer(
         max_length=config.max_length,
         seed=config.seed,
     )
+    modes.prepare(model, config.mode)
     rng = np.random.default_rng(config.seed)
     pairs = _training_pairs(config, data.train, rng)
     batches = tokenize_pairs(model, config.kind, pairs)
-    total = -(-len(batches) // config.batch_size) * config.epochs
+    epochs = config.resolved_epochs()
+    if config.mode == "frozen":
+        model.feature_cache = _feature_cache(model, config, batches, data.validation, progress)
+    total = -(-len(batches) // config.batch_size) * epochs
     optimizer = _optimizer(model, config)
     schedule = get_cosine_schedule_with_warmup(
         optimizer, int(config.warmup_ratio * total), max(total, 1)
@@ -327,7 +349,7 @@ def train_scorer(
         tqdm(total=total, desc=f"train {config.kind} model", disable=not progress) as bar,
     ):
         loop = _Loop(model, config, batches, rng, optimizer, schedule, log, bar, total)
-        for epoch in range(1, config.epochs + 1):
+        for epoch in range(1, epochs + 1):
             loop.epoch(epoch)
             val = validate(model, config.kind, data.validation, config.eval_batch_size)
             log.write(_json_line({"step": loop.step, "epoch": epoch, "validation": val}))
@@ -336,9 +358,17 @@ def train_scorer(
             if _is_better(score, best["select"]):
                 best = {**val, "select": score, "epoch": epoch}
                 model.save_pretrained(out / "model")
+    calibration = None
+    if config.kind == "cost" and config.calibrate:
+        calibration = calibrate_saved(
+            out / "model", data.validation, config.eval_batch_size, progress
+        )
     summary = {
         "kind": config.kind,
         "backbone": config.backbone,
+        "mode": config.mode,
+        "epochs": epochs,
+        "calibration": calibration,
         "train_pairs": len(pairs),
         "validation_rows": len(data.validation),
         "steps": loop.step,

@@ -150,7 +150,7 @@ def test_without_validation_pairs_the_last_epoch_is_kept(tmp_path) -> None:
 @pytest.mark.parametrize(
     ("field", "value", "message"),
     [
-        ("epochs", 0, "epochs must be at least 1"),
+        ("epochs", -1, "epochs must be at least 0"),
         ("validation_fraction", 1.0, "validation_fraction must be in [0, 1)"),
         ("batch_size", 0, "batch_size must be at least 1"),
     ],
