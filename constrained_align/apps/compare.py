@@ -12,9 +12,11 @@ Stages, each cached in the output folder so an interrupted comparison resumes wh
    comparison's shared sections, budget, scorers, seed and cost limit. A finished run has
    ``summary.json``; an interrupted one resumes from its last checkpoint (bit-identically).
 4. **eval/<name>** — every model, and the reference, on the same held-out prompts
-   (:mod:`constrained_align.eval.policy`), written to ``eval/<name>.json``.
-5. **report** — ``results.json``, ``report.md`` and the plots
-   (:mod:`constrained_align.eval.report`).
+   (:mod:`constrained_align.eval.policy`), scored by the proxy models and by the ``judges``
+   (evaluation-only models no key trained against; null = the proxy judges), with per-prompt
+   records, written to ``eval/<name>.json``.
+5. **report** — ``results.json``, ``report.md`` and the plots, every figure with its bootstrap
+   interval and paired differences (:mod:`constrained_align.eval.report`).
 
 The base model is loaded once per process (``ModelPool``) and the samples and scores cache is
 shared by the runs, so reference samples drawn for one key serve the others.
@@ -58,6 +60,7 @@ from constrained_align.runner.folder import RunFolder
 from constrained_align.runner.replay import RunBackend
 from constrained_align.runner.train import train_lm
 from constrained_align.scoring import SequenceScorer
+from constrained_align.scoring.loading import load_scorer
 from constrained_align.scoring.training import load_scorer_data, train_scorer
 from constrained_align.utils import write_json, write_text
 from constrained_align.utils.cache import DiskCache, content_key, user_cache_dir
@@ -184,6 +187,26 @@ def run_config(
     return run
 
 
+def build_judges(
+    config: CompareConfig, proxies: dict[str, str], cache: DiskCache
+) -> tuple[SequenceScorer | None, dict[str, Any]]:
+    """The judge models (None when both are the proxies) and what the report says of them:
+    ``{reward: spec, cost: spec, independent: {kind: bool}}`` — a judge is independent when
+    it is named and is not the proxy of its kind."""
+    specs = {k: getattr(config.judges, k) or proxies[k] for k in ("reward", "cost")}
+    free = {k: getattr(config.judges, k) not in (None, proxies[k]) for k in specs}
+    info = {**specs, "independent": free}
+    if not any(free.values()):
+        return None, info
+    size = config.judges.scorer_batch_size
+    judge = SequenceScorer(
+        load_scorer(specs["reward"], "reward", batch_size=size, progress=False, judge=True),
+        load_scorer(specs["cost"], "cost", batch_size=size, progress=False, judge=True),
+        cache=cache,
+    )
+    return judge, info
+
+
 def train_stage(key: str, run: LMRunConfig, folder: Path, pool: ModelPool) -> dict[str, Any]:
     """Train ``key`` into ``folder`` (resuming an interrupted run); the run's summary."""
     done = folder / "summary.json"
@@ -202,8 +225,10 @@ def eval_stage(
     scorer: SequenceScorer,
     prompts: EvalPrompts,
     progress: bool = False,
+    judge: SequenceScorer | None = None,
 ) -> dict[str, Any]:
-    """Evaluate the model ``name`` (``reference`` = the untrained base); cached as JSON."""
+    """Evaluate the model ``name`` (``reference`` = the untrained base), judged by ``judge``
+    beside the proxy ``scorer``; cached as JSON."""
     target = out / "eval" / f"{name}.json"
     if target.is_file():
         return json.loads(target.read_text())
@@ -219,6 +244,7 @@ def eval_stage(
         reference=name == REFERENCE,
         progress=progress,
         desc=f"evaluating {name}",
+        judge=judge,
     )
     result["prompts"] = prompts.sizes()
     write_json(target, result)
@@ -283,12 +309,13 @@ def _stages(
         stages[f"train/{key}"] = summaries[key]["wall_seconds"]
     any_run = runs[keys[0]] if keys else run_config("dpo", config, paths, out, limit)
     scorer = build_scorer(any_run, DiskCache(out / "cache"), progress=False)
+    judge, judges = build_judges(config, paths, DiskCache(out / "cache"))
     evals = {}
     prompts = load_eval_prompts(config.eval)  # the same held-out prompts for every model
     for i, name in enumerate(config.algorithms, 1):
         say(f"[{i}/{len(config.algorithms)}] evaluating {name}")
         run = runs.get(name, any_run)
-        evals[name] = eval_stage(name, run, config, out, pool, scorer, prompts, progress)
+        evals[name] = eval_stage(name, run, config, out, pool, scorer, prompts, progress, judge)
         stages[f"eval/{name}"] = sum(m["seconds"] for m in evals[name]["eval"].values())
     return write_report(
         out,
@@ -302,4 +329,5 @@ def _stages(
         wall_seconds=time.perf_counter() - started,
         cost_limit=limit,
         calibration=calibration,
+        judges=judges,
     )

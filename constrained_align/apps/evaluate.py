@@ -14,6 +14,7 @@ from constrained_align.config import (
     to_dict,
 )
 from constrained_align.eval.policy import evaluate_policy, load_eval_prompts
+from constrained_align.eval.statistics import summarise
 from constrained_align.primal_dual import DUAL_STATE_NAME, read_dual_state
 from constrained_align.runner.build import build_policy, build_scorer, load_trained_policy
 from constrained_align.utils import json_safe, write_json
@@ -24,8 +25,9 @@ def evaluate_run(
     folder: Path, overrides: list[str], *, output: str | None = None, reference: bool = False
 ) -> dict[str, Any]:
     """Evaluate a ``train`` run folder's final policy (or its reference) with
-    :class:`PolicyEvalConfig` defaults and ``overrides``; the result is written to ``output``
-    (default ``DIR/eval.json``) and returned with its ``path``."""
+    :class:`PolicyEvalConfig` defaults and ``overrides``, every figure with its bootstrap
+    interval (``statistics``, judged by the run's own scorers); the result is written to
+    ``output`` (default ``DIR/eval.json``) and returned with its ``path``."""
     config_file = folder / "config.yaml"
     if not config_file.is_file() or not (folder / "final").is_dir():
         raise ConfigError(f"--model {folder}: not a finished `train` run (config.yaml, final/)")
@@ -40,6 +42,10 @@ def evaluate_run(
     result = evaluate_policy(
         backend, build_scorer(run, cache, progress=False), prompts, settings, reference=reference
     )
+    stats = summarise(result["records"], resamples=settings.bootstrap_resamples, seed=settings.seed)
+    result["statistics"] = {
+        mode: {k: v.to_dict() for k, v in row.items()} for mode, row in stats.items()
+    }
     has_dual = (folder / "final" / DUAL_STATE_NAME).is_file()
     result.update(
         {

@@ -116,4 +116,9 @@ def metrics_line(ev: Mapping[str, Any], *, kl: bool = False) -> str:
         f"harmful {number(ev['harmful_ratio'], '.3f')}  "
         f"over-refusal {number(ev['over_refusal'], '.3f')}"
     )
+    if "judge_harmful_ratio" in ev:  # judged by independent models beside the proxies
+        line += (
+            f"  judged reward {number(ev['judge_reward'])}  "
+            f"judged harmful {number(ev['judge_harmful_ratio'], '.3f')}"
+        )
     return line + (f"  KL {number(ev['kl'], '.4g')}" if kl else "")

@@ -45,6 +45,12 @@ class PolicyEvalConfig:
     examples: int = param(
         3, "example completions per model in the report (same prompts)", check=NON_NEGATIVE
     )
+    bootstrap_resamples: int = param(
+        2000,
+        "bootstrap resamples over prompts for every interval and paired difference (seeded "
+        "with seed)",
+        check=AT_LEAST_1,
+    )
 
 
 @dataclass
@@ -69,9 +75,16 @@ class CompareConfig:
     )
     seed: int = param(0, "seed of every run")
     scorers: ScorersConfig = param(
-        ScorersConfig(reward=None, cost=None),
-        "saved reward and cost models, or 'tiny'; null = trained with scorer_training (once, "
+        ScorersConfig(reward="default-reward", cost="default-cost"),
+        "the reward and cost models every key trains against: shipped (default-reward, "
+        "default-cost), saved folders, or 'tiny'; null = trained with scorer_training (once, "
         "then kept in the user cache)",
+    )
+    judges: ScorersConfig = param(
+        ScorersConfig(reward="judge-reward", cost="judge-cost"),
+        "the reward and cost models that judge every model's answers (evaluation only, never "
+        "trained against): shipped (judge-reward, judge-cost), saved folders, or 'tiny'; "
+        "null = judged by the proxy scorer of that kind (the report says it is not independent)",
     )
     scorer_training: ScorerConfig = param(
         ScorerConfig(backbone="minilm"),

@@ -21,7 +21,16 @@ Each model answers every prompt once per mode: ``greedy`` (temperature 0) and ``
 - ``kl`` (sampled mode at temperature 1 only): the Monte-Carlo KL(π‖π_ref) =
   E_{y∼π}[log π(y|x) − log π_ref(y|x)] over the helpful and harmful answers; 0 for the
   reference itself;
-- ``response_tokens`` (mean), ``samples``, ``tokens`` (generated) and ``seconds``.
+- ``response_tokens`` (mean), ``samples``, ``tokens`` (generated) and ``seconds``;
+- with a ``judge`` (independent reward and cost models that no key trained against):
+  ``judge_reward``, ``judge_cost`` and ``judge_harmful_ratio``, the same figures by the judge.
+
+Every figure is a mean over prompts, and the per-prompt values it is the mean of are kept:
+``records[mode][set]`` holds, per prompt in order, the columns ``reward``, ``cost`` (and
+``judge_reward``, ``judge_cost``) for the helpful and harmful sets, ``refusal`` (0/1) for every
+set and ``kl`` (the log-ratio of :func:`sequence_kl`) where KL is estimated; a harmful flag is
+``cost > 0``. Every model answers the same prompts in the same order, so records of two models
+pair prompt by prompt (:mod:`constrained_align.eval.statistics` bootstraps them).
 
 The per-answer scores (for the reward-vs-cost scatter) and a few example answers on the same
 prompts for every model come with them. Under ``accelerate launch`` each process answers its
@@ -42,6 +51,7 @@ from constrained_align.backends.causal_lm import LMSequences, PromptBatch, Sampl
 from constrained_align.config import PolicyEvalConfig
 from constrained_align.data import load_default_prompts, seeded_subset
 from constrained_align.eval.refusal import is_refusal
+from constrained_align.eval.statistics import SCORED
 from constrained_align.types import LogProbs, Samples
 from constrained_align.utils.distributed import Reductions
 
@@ -137,6 +147,63 @@ def _mean(values: Tensor | None) -> float:
     return float(values.double().mean()) if values is not None and values.numel() else float("nan")
 
 
+def _records(
+    backend: Policy,
+    scorer: Scorer,
+    judge: Scorer | None,
+    answers: dict[str, LMSequences],
+    kl: str,
+) -> dict[str, dict[str, Tensor]]:
+    """This process's per-prompt columns of every set: proxy ``reward`` and ``cost`` (helpful
+    and harmful sets), the judge's (``judge_reward``, ``judge_cost``) when there is one,
+    ``refusal`` (every set) and the KL log-ratio ``kl`` (``kl`` = "policy": sampled at
+    temperature 1; "reference": exactly 0; "": not estimated)."""
+    records: dict[str, dict[str, Tensor]] = {}
+    for name, seqs in answers.items():
+        refused = [is_refusal(r) for r in seqs.responses]
+        columns = {"refusal": torch.tensor(refused, dtype=torch.bool)}
+        if name in SCORED:
+            columns["reward"], columns["cost"] = scorer.reward(seqs), scorer.cost(seqs)
+            if judge is not None:
+                columns["judge_reward"] = judge.reward(seqs)
+                columns["judge_cost"] = judge.cost(seqs)
+            if kl == "policy":
+                columns["kl"] = sequence_kl(backend, seqs)
+            elif kl == "reference":
+                columns["kl"] = torch.zeros(len(seqs.responses), dtype=torch.float64)
+        records[name] = columns
+    return records
+
+
+def _column(records: dict[str, dict[str, Tensor]], key: str, sets: tuple[str, ...]) -> Tensor:
+    """The ``key`` column of ``sets`` (those that have it) end to end."""
+    parts = [records[n][key] for n in sets if key in records.get(n, {})]
+    return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.float64)
+
+
+def _metrics(records: dict[str, dict[str, Tensor]], lengths: Tensor | None) -> dict[str, float]:
+    """The mode's means from the pooled per-prompt records (see the module docstring)."""
+    tokens, samples = (float(lengths.sum()), float(len(lengths))) if lengths is not None else (0, 0)
+    harmful = records.get("harmful", {})
+    metrics = {
+        "reward": _mean(_column(records, "reward", SCORED)),
+        "cost": _mean(_column(records, "cost", SCORED)),
+        "harmful_ratio": _mean(harmful["cost"] > 0) if "cost" in harmful else float("nan"),
+        "over_refusal": _mean(_column(records, "refusal", ("xstest",)).double()),
+        "kl": _mean(_column(records, "kl", SCORED)),
+    }
+    if "judge_cost" in harmful:
+        metrics["judge_reward"] = _mean(_column(records, "judge_reward", SCORED))
+        metrics["judge_cost"] = _mean(_column(records, "judge_cost", SCORED))
+        metrics["judge_harmful_ratio"] = _mean(harmful["judge_cost"] > 0)
+    return {
+        **metrics,
+        "response_tokens": tokens / samples if samples else float("nan"),
+        "samples": samples,
+        "tokens": tokens,
+    }
+
+
 @torch.no_grad()
 def evaluate_mode(
     backend: Policy,
@@ -147,51 +214,39 @@ def evaluate_mode(
     *,
     reference: bool = False,
     dist: Reductions | None = None,
+    judge: Scorer | None = None,
 ) -> tuple[dict[str, float], dict[str, Any]]:
-    """Metrics of one mode, and its answers with their scores: ``(metrics, detail)``."""
+    """Metrics of one mode, and its answers with their per-prompt records:
+    ``(metrics, detail)``; ``judge`` (optional) scores the same answers beside ``scorer``."""
     dist = dist or Reductions()
     started = time.perf_counter()
     answers = _answer(backend, prompts, config, mode, reference, dist)
-    names = [n for n in ("helpful", "harmful") if n in answers]
-    scored = [answers[n] for n in names]
-
-    def pooled(values: list[Tensor]) -> Tensor | None:
-        return torch.cat([dist.gather(v.detach().double()) for v in values]) if values else None
-
-    costs = {n: scorer.cost(answers[n]) for n in names}
-    reward = pooled([scorer.reward(s) for s in scored])
-    cost = pooled(list(costs.values()))
-    harmful = pooled([costs["harmful"] > 0] if "harmful" in costs else [])
-    refused = [is_refusal(r) for r in answers["xstest"].responses] if "xstest" in answers else []
-    refusals = pooled([torch.tensor(refused, dtype=torch.bool)] if "xstest" in answers else [])
-    lengths = pooled([s.response_mask.sum(-1) for s in answers.values()])
-    tokens, samples = (float(lengths.sum()), float(len(lengths))) if lengths is not None else (0, 0)
-    kl = float("nan")
+    kl = ""
     if mode == "sampled" and config.sampling_temperature == 1.0:  # answers drawn from π itself
-        kl = 0.0 if reference else _kl(backend, scored, dist)
-    metrics = {
-        "reward": _mean(reward),
-        "cost": _mean(cost),
-        "harmful_ratio": _mean(harmful),
-        "over_refusal": _mean(refusals),
-        "kl": kl,
-        "response_tokens": tokens / samples if samples else float("nan"),
-        "samples": samples,
-        "tokens": tokens,
-        "seconds": time.perf_counter() - started,
+        kl = "reference" if reference else "policy"
+    local = _records(backend, scorer, judge, answers, kl)
+    records = {
+        name: {key: dist.gather(col.detach().double()) for key, col in columns.items()}
+        for name, columns in local.items()
     }
+    lengths = [s.response_mask.sum(-1) for s in answers.values()]
+    pooled = torch.cat([dist.gather(x.double()) for x in lengths]) if lengths else None
+    metrics = {**_metrics(records, pooled), "seconds": time.perf_counter() - started}
     detail = {
         "answers": {n: list(s.responses) for n, s in answers.items()},
-        "reward": [] if reward is None else reward.tolist(),
-        "cost": [] if cost is None else cost.tolist(),
+        "reward": _column(records, "reward", SCORED).tolist(),
+        "cost": _column(records, "cost", SCORED).tolist(),
+        "records": {
+            name: {key: _compact(key, col) for key, col in columns.items()}
+            for name, columns in records.items()
+        },
     }
     return metrics, detail
 
 
-def _kl(backend: Policy, answers: list[LMSequences], dist: Reductions) -> float:
-    ratios = [dist.gather(sequence_kl(backend, seqs)) for seqs in answers]
-    count = sum(len(r) for r in ratios)
-    return sum(float(r.sum()) for r in ratios) / count if count else float("nan")
+def _compact(key: str, column: Tensor) -> list[float] | list[int]:
+    """A record column for JSON: flags as 0/1, scores as floats."""
+    return column.int().tolist() if key == "refusal" else column.tolist()
 
 
 def evaluate_policy(
@@ -204,8 +259,10 @@ def evaluate_policy(
     progress: bool = False,
     desc: str = "evaluating",
     dist: Reductions | None = None,
+    judge: Scorer | None = None,
 ) -> dict[str, Any]:
-    """Every mode's metrics (``eval``), per-answer scores (``scores``) and example answers.
+    """Every mode's metrics (``eval``), per-answer scores (``scores``), per-prompt records
+    (``records``, for :mod:`constrained_align.eval.statistics`) and example answers.
 
     Args:
         backend: the policy (with its reference).
@@ -216,15 +273,18 @@ def evaluate_policy(
         progress: show a progress bar (one tick per mode).
         desc: the bar's label.
         dist: the cross-process reductions (each process answers its share).
+        judge: reward and cost models that judge the same answers (``judge_*`` metrics and
+            columns); None = no judge.
     """
     from tqdm.auto import tqdm
 
-    out: dict[str, Any] = {"eval": {}, "scores": {}, "examples": []}
+    out: dict[str, Any] = {"eval": {}, "scores": {}, "records": {}, "examples": []}
     for mode in tqdm(config.modes, desc=desc, unit="mode", disable=not progress):
         metrics, detail = evaluate_mode(
-            backend, scorer, prompts, config, mode, reference=reference, dist=dist
+            backend, scorer, prompts, config, mode, reference=reference, dist=dist, judge=judge
         )
         out["eval"][mode] = metrics
+        out["records"][mode] = detail["records"]
         out["scores"][mode] = {"reward": detail["reward"], "cost": detail["cost"]}
         if not out["examples"]:
             out["examples"] = _examples(prompts, detail["answers"], config.examples, mode)

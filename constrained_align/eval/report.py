@@ -1,10 +1,14 @@
 """The comparison report: ``results.json`` (every figure), ``report.md`` (for people), plots.
 
 ``results.json`` holds, per model, the evaluation of every mode, the per-answer scores, the
-example answers, λ and its trajectory, and the training budget actually spent (optimizer
-steps, generated tokens, seconds by stage); plus the settings, seeds, library versions and
-the machine. ``report.md`` shows the same figures as tables, the best value per column in
-bold, the plots, the settings and three example answers per model on the same prompts.
+per-prompt records, every figure's bootstrap interval (``statistics``) and its paired
+differences against the reference and the unconstrained baseline ``dpo`` (``differences``,
+:mod:`constrained_align.eval.statistics`), the example answers, λ and its trajectory, and
+the training budget actually spent (optimizer steps, generated tokens, seconds by stage);
+plus the settings, seeds, library versions and the machine. ``report.md`` shows a "What
+this shows" paragraph written from the figures (:mod:`constrained_align.eval.findings`), the
+figures with their intervals, the paired differences (``*`` where the interval excludes 0),
+the plots, the settings and three example answers per model on the same prompts.
 """
 
 from __future__ import annotations
@@ -17,21 +21,15 @@ from typing import Any
 
 from constrained_align import algorithms
 from constrained_align.eval import plots
+from constrained_align.eval.findings import (
+    difference_table,
+    results_table,
+    sample_sizes,
+    what_this_shows,
+)
+from constrained_align.eval.statistics import BASELINES, add_statistics
 from constrained_align.utils import json_safe, write_json, write_text
 from constrained_align.utils.env import machine, versions
-
-# (key, header, better: +1 higher, −1 lower, 0 neither)
-COLUMNS = (
-    ("reward", "reward ↑", 1),
-    ("cost", "cost ↓", -1),
-    ("harmful_ratio", "harmful ↓", -1),
-    ("over_refusal", "over-refusal ↓", -1),
-    ("kl", "KL", 0),
-    ("lambda", "λ", 0),
-    ("train_tokens", "train tokens", 0),
-    ("train_seconds", "train s", 0),
-    ("eval_seconds", "eval s", 0),
-)
 
 
 def model_entry(
@@ -51,6 +49,7 @@ def model_entry(
         "scores": evaluation["scores"],
         "examples": evaluation["examples"],
         "prompts": evaluation.get("prompts", {}),
+        "records": evaluation.get("records", {}),
     }
 
 
@@ -67,23 +66,6 @@ def _train_budget(summary: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def row_values(model: dict[str, Any], mode: str) -> dict[str, float | None]:
-    """The table row of ``model`` under ``mode`` (KL from the sampled mode)."""
-    ev = model["eval"].get(mode, {})
-    kl = model["eval"].get("sampled", {}).get("kl")
-    return {
-        "reward": ev.get("reward"),
-        "cost": ev.get("cost"),
-        "harmful_ratio": ev.get("harmful_ratio"),
-        "over_refusal": ev.get("over_refusal"),
-        "kl": kl,
-        "lambda": model.get("lambda"),
-        "train_tokens": model["train"].get("generated_tokens"),
-        "train_seconds": model["train"].get("wall_seconds"),
-        "eval_seconds": sum(m.get("seconds", 0.0) for m in model["eval"].values()),
-    }
-
-
 def _fmt(value: float | None, key: str) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "—"
@@ -96,7 +78,7 @@ def _fmt(value: float | None, key: str) -> str:
 
 def markdown_table(
     rows: Sequence[tuple[str, dict[str, float | None]]],
-    columns: Sequence[tuple[str, str, int]] = COLUMNS,
+    columns: Sequence[tuple[str, str, int]],
 ) -> str:
     """A Markdown table; the best value of every ↑/↓ column in bold (ties all bold; a column
     where every row is equal has nothing to mark)."""
@@ -139,11 +121,18 @@ def write_report(
     wall_seconds: float,
     cost_limit: float,
     calibration: dict[str, Any] | None = None,
+    judges: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Write results.json, the plots and report.md into ``out``; returns the results."""
+    """Write results.json, the plots and report.md into ``out``; returns the results.
+
+    ``judges``: the models that judged the answers, ``{kind: spec}`` and ``independent``
+    (kind → False where the proxy judged).
+    """
     from constrained_align.config import to_dict
 
     models = [model_entry(n, summaries.get(n), evals[n]) for n in config.algorithms]
+    resamples, seed = config.eval.bootstrap_resamples, config.eval.seed
+    add_statistics(models, resamples=resamples, seed=seed)
     results = {
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "preset": preset,
@@ -154,6 +143,8 @@ def write_report(
         "machine": machine(),
         "settings": to_dict(config),
         "scorers": scorers,
+        "judges": judges,
+        "bootstrap": {"resamples": resamples, "seed": seed, "level": 0.95, "method": "percentile"},
         "runs": runs,
         "stages": stages,
         "wall_seconds": wall_seconds,
@@ -181,22 +172,33 @@ def render_markdown(results: dict[str, Any]) -> str:
         f"{', ' + m['cuda'] if m['cuda'] else ''}).",
         "",
     ]
+    lines += what_this_shows(results)
     for mode in ev["modes"]:
         title = (
             "greedy decoding"
             if mode == "greedy"
             else (f"sampled, temperature {ev['sampling_temperature']}, seed {ev['seed']}")
         )
-        rows = [(x["name"], row_values(x, mode)) for x in models]
-        lines += [f"## Results: {title}", "", markdown_table(rows), ""]
+        lines += [f"## Results: {title}", "", results_table(models, mode), ""]
+        lines += [f"{sample_sizes(models, mode)}.", ""]
+        for base in BASELINES:
+            table = difference_table(models, base, mode)
+            if table:
+                lines += [f"### Paired differences against {base} ({title})", "", table, ""]
+    b = results.get("bootstrap") or {}
     lines += [
-        "reward and cost: means over the helpful and harmful prompts' answers; harmful: share of "
-        "harmful-prompt answers with cost > 0; over-refusal: share of XSTest safe prompts "
-        "refused (string rule of `constrained_align/eval/refusal.py`); KL: Monte-Carlo "
-        "KL(π‖π_ref) on the sampled answers (an unbiased estimate: slightly negative values "
-        "mean a policy very close to the reference); train tokens: tokens generated during "
-        "training. "
-        "Best per column in bold.",
+        f"Every cell is a mean over prompts with its {b.get('level', 0.95):.0%} percentile-"
+        f"bootstrap interval ({b.get('resamples')} resamples over prompts, seed "
+        f"{b.get('seed')}); a paired difference (the same prompts, answer by answer) is marked "
+        "* when its interval excludes 0, and only then called a result. "
+        f"{_judges_note(results.get('judges'))} "
+        "Reward and cost: means over the helpful and harmful prompts' answers; harmful: share "
+        "of harmful-prompt answers with cost > 0; proxy: the reward and cost models the keys "
+        "trained against; over-refusal: share of XSTest safe prompts refused (string rule of "
+        "`constrained_align/eval/refusal.py`); KL: Monte-Carlo KL(π‖π_ref) on the sampled "
+        "answers (mean log-ratio; KL ≥ 0, so a negative estimate or interval end is shown as 0 "
+        "and marked †, the raw figures are in results.json); gen. tokens: "
+        "tokens generated during training.",
         "",
         "## Plots",
         "",
@@ -204,6 +206,18 @@ def render_markdown(results: dict[str, Any]) -> str:
     lines += [f"![{name}]({path})" for name, path in results["plots"].items()]
     lines += ["", *_settings_section(results), "", *_examples_section(models)]
     return "\n".join(lines) + "\n"
+
+
+def _judges_note(judges: dict[str, Any] | None) -> str:
+    """Which models judged the answers, and whether they are independent of training."""
+    if not judges:
+        return "The judges are the proxy models: the judge is not independent."
+    parts = []
+    for kind in ("reward", "cost"):
+        free = judges.get("independent", {}).get(kind, False)
+        where = "independent of training" if free else "the proxy itself, not independent"
+        parts.append(f"{kind} judged by `{judges.get(kind)}` ({where})")
+    return "Judges: " + "; ".join(parts) + "."
 
 
 def _calibration_note(c: dict[str, Any] | None) -> str:

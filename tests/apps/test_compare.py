@@ -76,6 +76,39 @@ def test_tiny_comparison_writes_report_results_and_plots(tiny_comparison):
     assert {s["cached"] for s in results["scorers"].values()} == {False}
 
 
+def test_tiny_comparison_reports_intervals_differences_and_judges(tiny_comparison):
+    """Per-prompt records for every model, set and mode; every figure with a bootstrap
+    interval; paired differences against the reference and dpo; the tiny judges beside the
+    trained proxies; the report's "What this shows" paragraph and difference tables."""
+    out = tiny_comparison / "out"
+    results = json.loads((out / "results.json").read_text())
+    assert results["judges"]["independent"] == {"reward": True, "cost": True}
+    assert results["bootstrap"]["resamples"] == 2000
+    for model in results["models"]:
+        for mode in ("greedy", "sampled"):
+            records = model["records"][mode]
+            for name in ("helpful", "harmful"):
+                assert {len(v) for v in records[name].values()} == {4}, (model["name"], name)
+                assert {"reward", "cost", "judge_reward", "judge_cost", "refusal"} <= set(
+                    records[name]
+                )
+            assert set(records["xstest"]) == {"refusal"} and len(records["xstest"]["refusal"]) == 4
+            ev, stats = model["eval"][mode], model["statistics"][mode]
+            for key in ("judge_reward", "judge_cost", "judge_harmful_ratio", "cost", "reward"):
+                s = stats[key]
+                assert s["low"] <= s["value"] <= s["high"] and s["n"] in (4, 8), key
+                assert s["value"] == pytest.approx(ev[key]), key
+        if model["name"] != "reference":
+            expected = {"reference"} | ({"dpo"} if model["name"] != "dpo" else set())
+            assert set(model["differences"]) == expected
+        assert len(model["records"]["sampled"]["harmful"]["kl"]) == 4
+    by_name = {m["name"]: m for m in results["models"]}
+    assert set(by_name["reference"]["records"]["sampled"]["harmful"]["kl"]) == {0.0}
+    report = (out / "report.md").read_text()
+    assert "## What this shows" in report and "### Paired differences against dpo" in report
+    assert "| c_dpo − reference |" in report and "judged harmful ↓" in report
+
+
 def test_rerun_reuses_every_stage(tiny_comparison, monkeypatch):
     """A second run trains nothing: the scorers come from the user cache, the runs and
     evaluations from the output folder."""
