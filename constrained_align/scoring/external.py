@@ -58,7 +58,7 @@ from transformers.utils.hub import cached_file
 from constrained_align.config import ConfigError
 from constrained_align.data.chat import render_prompt, to_messages
 from constrained_align.models.backbones import HUB_ID, refusing_remote_code
-from constrained_align.scoring.score_model import Encoded, Messages
+from constrained_align.scoring.score_model import Encoded, Messages, pad_encoded
 from constrained_align.utils.io import load_tensors
 
 Layout = Literal["safe_rlhf", "sequence_classification"]
@@ -147,21 +147,9 @@ class ExternalScoreModel(nn.Module):
     def collate(self, items: Sequence[Encoded]) -> dict[str, Tensor]:
         """Right-pad encodings: ``input_ids``, ``attention_mask`` (and ``token_type_ids`` for a
         text-pair encoder that takes them), each ``(B, L)``."""
-        length = max(len(item.input_ids) for item in items)
-        ids = torch.full((len(items), length), self.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(items), length), dtype=torch.long)
-        types = torch.zeros((len(items), length), dtype=torch.long)
-        for i, item in enumerate(items):
-            n = len(item.input_ids)
-            ids[i, :n] = torch.tensor(item.input_ids)
-            mask[i, :n] = 1
-            if item.token_type_ids is not None:
-                types[i, :n] = torch.tensor(item.token_type_ids)
-        batch = {"input_ids": ids, "attention_mask": mask}
         pair = self.config.text_format == "text_pair"
-        if pair and "token_type_ids" in self.tokenizer.model_input_names:
-            batch["token_type_ids"] = types
-        return batch
+        types = pair and "token_type_ids" in self.tokenizer.model_input_names
+        return pad_encoded(items, self.pad_token_id, segments=types)
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor, **kwargs: Tensor) -> Tensor:
         """``(B,)`` float32 end scores of a right-padded batch (``(B, L)`` inputs)."""

@@ -269,21 +269,8 @@ class ScoreModel(nn.Module):
             ``input_ids`` and ``attention_mask`` ``(B, L)`` (and ``token_type_ids`` for
             encoders that take them).
         """
-        length = max(len(item.input_ids) for item in items)
-        pad = self.tokenizer.pad_token_id
-        ids = torch.full((len(items), length), pad, dtype=torch.long)
-        mask = torch.zeros((len(items), length), dtype=torch.long)
-        types = torch.zeros((len(items), length), dtype=torch.long)
-        for i, item in enumerate(items):
-            n = len(item.input_ids)
-            ids[i, :n] = torch.tensor(item.input_ids)
-            mask[i, :n] = 1
-            if item.token_type_ids is not None:
-                types[i, :n] = torch.tensor(item.token_type_ids)
-        batch = {"input_ids": ids, "attention_mask": mask}
-        if not self.config.decoder and "token_type_ids" in self.tokenizer.model_input_names:
-            batch["token_type_ids"] = types
-        return batch
+        types = not self.config.decoder and "token_type_ids" in self.tokenizer.model_input_names
+        return pad_encoded(items, self.tokenizer.pad_token_id, segments=types)
 
     # ---------------------------------------------------------------- scoring
     def token_scores(self, input_ids: Tensor, attention_mask: Tensor, **kwargs: Tensor) -> Tensor:
@@ -325,6 +312,25 @@ class ScoreModel(nn.Module):
         if features is None:
             features = self.pooled(input_ids, attention_mask, **kwargs)
         return self.head(features.to(self.head.weight.dtype)).squeeze(-1)
+
+
+def pad_encoded(items: Sequence[Encoded], pad_id: int, *, segments: bool) -> dict[str, Tensor]:
+    """Right-pad encodings: ``input_ids`` and ``attention_mask`` ``(B, L)``, and
+    ``token_type_ids`` when ``segments`` (encoders that take them)."""
+    length = max(len(item.input_ids) for item in items)
+    ids = torch.full((len(items), length), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(items), length), dtype=torch.long)
+    types = torch.zeros((len(items), length), dtype=torch.long)
+    for i, item in enumerate(items):
+        n = len(item.input_ids)
+        ids[i, :n] = torch.tensor(item.input_ids)
+        mask[i, :n] = 1
+        if item.token_type_ids is not None:
+            types[i, :n] = torch.tensor(item.token_type_ids)
+    batch = {"input_ids": ids, "attention_mask": mask}
+    if segments:
+        batch["token_type_ids"] = types
+    return batch
 
 
 def read_score_config(path: Path) -> ScoreModelConfig:

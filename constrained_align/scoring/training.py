@@ -247,6 +247,21 @@ class _Loop:
     total: int
     step: int = 0
 
+    def run(self, epochs: int, validation: Dataset, folder: Path) -> dict[str, Any]:
+        """Train ``epochs`` epochs, validating after each and saving the best to ``folder``;
+        the best epoch's validation metrics (with ``epoch``)."""
+        best: dict[str, Any] = {"select": -np.inf}
+        for epoch in range(1, epochs + 1):
+            self.epoch(epoch)
+            val = validate(self.model, self.config.kind, validation, self.config.eval_batch_size)
+            self.log.write(_json_line({"step": self.step, "epoch": epoch, "validation": val}))
+            self.log.flush()
+            score = val["select"] if np.isfinite(val["select"]) else -np.inf
+            if _is_better(score, best["select"]):
+                best = {**val, "select": score, "epoch": epoch}
+                self.model.save_pretrained(folder)
+        return best
+
     def epoch(self, epoch: int) -> None:
         """One pass over the training pairs, in length-grouped batches."""
         self.model.train()
@@ -299,6 +314,18 @@ def _is_better(score: float, best: float) -> bool:
     return score > best or score == best == -np.inf
 
 
+def _new_model(config: ScorerConfig) -> ScoreModel:
+    """A fresh score model on the config's backbone, with the mode's weights set to train."""
+    model = ScoreModel.from_backbone(
+        config.backbone,
+        config.kind,
+        pooling=config.pooling,
+        max_length=config.max_length,
+        seed=config.seed,
+    )
+    return modes.prepare(model, config.mode)
+
+
 def train_scorer(
     config: ScorerConfig,
     data: ScorerData,
@@ -324,14 +351,7 @@ def train_scorer(
         torch.set_num_threads(config.threads)
     start = time.perf_counter()
     write_text(out / "config.yaml", dump_yaml(config))
-    model = ScoreModel.from_backbone(
-        config.backbone,
-        config.kind,
-        pooling=config.pooling,
-        max_length=config.max_length,
-        seed=config.seed,
-    )
-    modes.prepare(model, config.mode)
+    model = _new_model(config)
     rng = np.random.default_rng(config.seed)
     pairs = _training_pairs(config, data.train, rng)
     batches = tokenize_pairs(model, config.kind, pairs)
@@ -343,26 +363,17 @@ def train_scorer(
     schedule = get_cosine_schedule_with_warmup(
         optimizer, int(config.warmup_ratio * total), max(total, 1)
     )
-    best: dict[str, Any] = {"select": -np.inf}
     with (
         (out / "metrics.jsonl").open("w", encoding="utf-8") as log,
         tqdm(total=total, desc=f"train {config.kind} model", disable=not progress) as bar,
     ):
         loop = _Loop(model, config, batches, rng, optimizer, schedule, log, bar, total)
-        for epoch in range(1, epochs + 1):
-            loop.epoch(epoch)
-            val = validate(model, config.kind, data.validation, config.eval_batch_size)
-            log.write(_json_line({"step": loop.step, "epoch": epoch, "validation": val}))
-            log.flush()
-            score = val["select"] if np.isfinite(val["select"]) else -np.inf
-            if _is_better(score, best["select"]):
-                best = {**val, "select": score, "epoch": epoch}
-                model.save_pretrained(out / "model")
-    calibration = None
-    if config.kind == "cost" and config.calibrate:
-        calibration = calibrate_saved(
-            out / "model", data.validation, config.eval_batch_size, progress
-        )
+        best = loop.run(epochs, data.validation, out / "model")
+    calibration = (
+        calibrate_saved(out / "model", data.validation, config.eval_batch_size, progress)
+        if config.kind == "cost" and config.calibrate
+        else None
+    )
     summary = {
         "kind": config.kind,
         "backbone": config.backbone,
