@@ -22,7 +22,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from constrained_align.config import ConfigError
-from constrained_align.utils.cache import state_fingerprint
+from constrained_align.utils.cache import content_key
 
 if TYPE_CHECKING:
     from constrained_align.scoring.score_model import ScoreModel
@@ -33,6 +33,12 @@ LORA_RANK = 8
 LORA_ALPHA = 16
 #: Attention projections that get adapters: BERT-style encoders, then Llama-style decoders.
 LORA_TARGETS = (("query", "key", "value"), ("q_proj", "k_proj", "v_proj", "o_proj"))
+
+
+def weights_digest(module: nn.Module) -> str:
+    """Content hash of a module's parameters that ignores their names and order (a library
+    version that renames or reorders a backbone's parameters keeps its digest)."""
+    return content_key(*sorted(content_key(p.detach()) for p in module.parameters()))
 
 
 def lora_targets(backbone: nn.Module) -> list[str]:
@@ -57,7 +63,7 @@ def prepare(model: ScoreModel, mode: str) -> ScoreModel:
     model.config.mode = mode  # type: ignore[assignment]
     if mode == "full":
         return model
-    model.config.backbone_sha = state_fingerprint(model.backbone)
+    model.config.backbone_sha = weights_digest(model.backbone)
     model.backbone.requires_grad_(False)
     if mode == "lora":
         config = LoraConfig(

@@ -132,3 +132,19 @@ def test_trained_cost_model_is_calibrated_on_validation(tmp_path) -> None:
     scores = _rescore(tmp_path / "model", data.validation)
     unsafe = torch.tensor([not s for s in data.validation["is_response_0_safe"]])
     assert torch.equal(scores > 0, unsafe)
+
+
+def test_weights_digest_ignores_names_and_order_but_not_values() -> None:
+    from torch import nn
+
+    from constrained_align.scoring.modes import weights_digest
+
+    torch.manual_seed(0)
+    a, b = nn.Linear(3, 2), nn.Linear(2, 3)
+    first = nn.Sequential(a, b)
+    renamed = nn.ModuleDict({"y": b, "x": a})  # other names, other order
+    before = weights_digest(first)
+    assert weights_digest(renamed) == before
+    with torch.no_grad():
+        a.weight[0, 0] += 1e-3
+    assert weights_digest(first) != before
