@@ -17,11 +17,13 @@ from benchmarks.common import (
     Bench,
     CaseResult,
     bound_share,
-    decode_gemms,
     median,
-    model_dims,
     time_calls,
     token_ids,
+)
+from benchmarks.flops import (
+    decode_gemms,
+    model_dims,
 )
 
 NEW_TOKENS = 48

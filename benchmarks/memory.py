@@ -33,10 +33,12 @@ import torch
 from benchmarks.common import (
     Bench,
     CaseResult,
-    Gemm,
     bound_share,
     close,
     median,
+)
+from benchmarks.flops import (
+    Gemm,
     total_flops,
 )
 

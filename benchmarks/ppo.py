@@ -27,12 +27,14 @@ from benchmarks.common import (
     Bench,
     CaseResult,
     bound_share,
+    median,
+)
+from benchmarks.flops import (
     decode_gemms,
     forward_gemms,
     input_grad_gemms,
     logprob_gemms,
     lora_train_gemms,
-    median,
     model_dims,
     total_flops,
 )

@@ -22,10 +22,12 @@ from benchmarks.common import (
     CaseResult,
     bound_share,
     close,
-    forward_gemms,
     median,
-    model_dims,
     time_calls,
+)
+from benchmarks.flops import (
+    forward_gemms,
+    model_dims,
 )
 
 TEXTS = 256

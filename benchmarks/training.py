@@ -28,11 +28,13 @@ from benchmarks.common import (
     CaseResult,
     bound_share,
     close,
+    median,
+    time_calls,
+)
+from benchmarks.flops import (
     logprob_gemms,
     lora_train_gemms,
-    median,
     model_dims,
-    time_calls,
 )
 
 BETA = 0.1
@@ -95,21 +97,16 @@ def _trl_rows(bench: Bench, batches: list[Any]) -> list[dict[str, str]]:
 def _trl_trainer(bench: Bench, rows: list[dict[str, str]], steps: int) -> tuple[Any, list[dict]]:
     """Stock ``DPOTrainer`` over ``rows`` and the records its timing callback fills."""
     from datasets import Dataset
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
     from transformers import PrinterCallback, TrainerCallback
     from trl import DPOConfig, DPOTrainer
+
+    from constrained_align.runner.build import lora_config
 
     m = bench.lm_config().model
     model, tokenizer = bench.base_model()
     torch.manual_seed(SEED)  # the same LoRA A matrices as the library's builder draws
-    lora = LoraConfig(
-        r=m.lora_r,
-        lora_alpha=m.lora_alpha,
-        lora_dropout=0.0,
-        target_modules=list(m.lora_target_modules),
-        task_type="CAUSAL_LM",
-    )
-    model = get_peft_model(model, lora)
+    model = get_peft_model(model, lora_config(m))
     records: list[dict[str, Any]] = []
 
     class StepTimer(TrainerCallback):

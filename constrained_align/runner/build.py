@@ -16,7 +16,7 @@ from constrained_align.backends.causal_lm.loading import ModelPool, load_causal_
 from constrained_align.backends.causal_lm.sequences import SamplingSettings
 from constrained_align.backends.causal_lm.task import LMTask
 from constrained_align.backends.causal_lm.weights import FOLDED_FILE, FullWeights, LoraWeights
-from constrained_align.config import ConfigError, LMRunConfig
+from constrained_align.config import ConfigError, LMRunConfig, PolicyConfig
 from constrained_align.data import (
     load_default,
     load_default_prompts,
@@ -147,6 +147,20 @@ def build_scorer(config: LMRunConfig, cache: DiskCache | None, *, progress: bool
     )
 
 
+def lora_config(m: PolicyConfig) -> Any:
+    """peft's ``LoraConfig`` of a run's ``model:`` section (rank, alpha, target modules; no
+    dropout, so a step is deterministic)."""
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=m.lora_r,
+        lora_alpha=m.lora_alpha,
+        lora_dropout=0.0,
+        target_modules=list(m.lora_target_modules),
+        task_type="CAUSAL_LM",
+    )
+
+
 def build_policy(
     config: LMRunConfig, dist: Reductions | None = None, pool: ModelPool | None = None
 ) -> CausalLMPolicy:
@@ -160,15 +174,9 @@ def build_policy(
     dist = dist or Reductions()
     model, tokenizer = _load_base(config, pool)
     if m.lora:
-        from peft import LoraConfig, get_peft_model
+        from peft import get_peft_model
 
-        lora = LoraConfig(
-            r=m.lora_r,
-            lora_alpha=m.lora_alpha,
-            lora_dropout=0.0,
-            target_modules=list(m.lora_target_modules),
-            task_type="CAUSAL_LM",
-        )
+        lora = lora_config(m)
         torch.manual_seed(config.seed)  # LoRA's A matrices draw from the global RNG
         try:
             weights: LoraWeights | FullWeights = LoraWeights(get_peft_model(model, lora))
