@@ -169,8 +169,11 @@ class PolicyBackend(Protocol):
         """``(B, T)`` critic values V(s_t) of a critic made by :meth:`add_critic`."""
         ...
 
-    def step(self, closure: Callable[[], Tensor]) -> float:
-        """Zero grads, evaluate ``closure`` (returns the loss), backward, update; returns loss."""
+    def step(self, closure: Callable[..., Tensor], weight: Tensor | None = None) -> float:
+        """One optimizer step; returns the loss. With ``weight`` (the ``(B,)`` weights of this
+        process's rows of a batch), ``closure(rows)`` is the loss over the rows ``rows`` (None:
+        every row), a weighted mean within them, and the backend may split the rows into
+        micro-batches; without, ``closure()`` is the loss."""
         ...
 
     def fork(self) -> PolicyBackend:

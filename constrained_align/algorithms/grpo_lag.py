@@ -29,6 +29,7 @@ from constrained_align.algorithms.rollout import (
     ptx_batch,
     rollout,
     rollout_metrics,
+    take_rows,
 )
 from constrained_align.config import ConfigError, DualConfig, param
 from constrained_align.losses import (
@@ -57,12 +58,19 @@ class GRPOLagConfig(OnlineConfig):
 
 
 def kl_loss_term(samples: Samples, kl: Tensor, beta_kl: float):
-    """β_KL·KL(π_θ‖π_ref) as a function of the current token log-probs (for ``ppo_update``)."""
+    """β_KL·KL(π_θ‖π_ref) as a function of the current token log-probs of the rows ``rows``
+    (None: every row), for ``ppo_update``."""
     kl_to_go = kl.flip(-1).cumsum(-1).flip(-1)  # (B, T) K_t = Σ_{t'≥t} k_t'
+    old, mask, weight = samples.logprobs.token, samples.logprobs.mask, samples.weight
 
-    def term(logprobs: Tensor) -> tuple[Tensor, dict[str, float]]:
+    def term(logprobs: Tensor, rows: Tensor | None) -> tuple[Tensor, dict[str, float]]:
+        width = logprobs.shape[1]
         loss, metrics = kl_penalty_loss(
-            logprobs, samples.logprobs.token, kl_to_go, samples.logprobs.mask, weight=samples.weight
+            logprobs,
+            take_rows(old, rows, width),
+            take_rows(kl_to_go, rows, width),
+            take_rows(mask, rows, width),
+            weight=take_rows(weight, rows),
         )
         return beta_kl * loss, metrics
 

@@ -165,6 +165,19 @@ def logratios(ctx: RunContext, pairs: PairBatch) -> tuple[Tensor, Tensor]:
     return lp_0.sequence - pairs.extra["ref_logp_0"], lp_1.sequence - pairs.extra["ref_logp_1"]
 
 
+def local_rows(ctx: RunContext, batch: PairBatch) -> tuple[PairBatch, Tensor]:
+    """This process's block of a pair batch, and the weights its optimizer step counts the
+    rows with. A process whose block is empty (fewer pairs than processes) works on the
+    batch's first pair at weight 0, so that it still takes part in the step's all-reduce."""
+    if ctx.dist.world_size == 1:
+        return batch, batch.weight
+    rows = torch.tensor(ctx.dist.shard(range(len(batch))), dtype=torch.long)
+    if len(rows) == 0:
+        return batch.select(torch.zeros(1, dtype=torch.long)), torch.zeros(1)
+    part = batch.select(rows)
+    return part, part.weight
+
+
 def train_pairs(
     ctx: RunContext,
     batches: list[PairBatch],
@@ -178,23 +191,27 @@ def train_pairs(
 ) -> Metrics:
     """``epochs`` passes of optimizer steps over ``batches``, one record logged per epoch.
 
+    Every process passes the same batches; each trains on its block of every batch
+    (:func:`local_rows`), and the engine makes the step that of the whole batch.
+
     Each record holds the epoch's last step's metrics and ``extra_metrics``; ``finish``, when
     given, runs after the last epoch's steps and adds its metrics (an on-policy estimate of
     the trained policy) to that epoch's record before it is logged. Returns the last record.
     """
     record: Metrics = {}
+    mine = [local_rows(ctx, batch) for batch in batches]
     for epoch in range(epochs):
         metrics: Metrics = {}
-        for batch in batches:
+        for part, weight in mine:
             holder: Metrics = {}
 
-            def closure(batch: PairBatch = batch, holder: Metrics = holder) -> Tensor:
-                loss, m = loss_fn(batch)
+            def closure(rows: Tensor | None, part: PairBatch = part, holder: Metrics = holder):
+                loss, m = loss_fn(part if rows is None else part.select(rows))
                 holder.update(m)
                 return loss
 
-            loss = ctx.backend.step(closure)
-            metrics = {"loss/policy": loss, **holder}
+            loss = ctx.backend.step(closure, weight)
+            metrics = {**ctx.dist.mean(holder), "loss/policy": loss}
         record = {"step": len(history), "stage": stage, **metrics, **(extra_metrics or {})}
         if finish is not None and epoch == epochs - 1:
             record.update(finish())

@@ -59,7 +59,7 @@ def pre_align(
 ) -> PolicyBackend:
     """A fork of the policy trained by DPO(β) on ``better_id`` or ``safer_id`` labels."""
     model = ctx.backend.fork()
-    sub = RunContext(backend=model, scorer=ctx.scorer, task=ctx.task, seed=ctx.seed, log=ctx.log)
+    sub = RunContext(model, ctx.scorer, ctx.task, seed=ctx.seed, log=ctx.log, dist=ctx.dist)
     batches = [b.with_extra(label=getattr(b, label)) for b in ctx.task.pair_batches(0)]
     train_dpo(
         sub,

@@ -57,14 +57,15 @@ class Rollout:
 
 
 def rollout(ctx: RunContext, step: int) -> Rollout:
-    """Sample the policy on this process's share of the step's prompts, score every response,
-    and have the sampling policy's and the reference's token log-probs (backends that do not
-    return them with the samples, like the causal LM, compute them here); then pool the
+    """Sample the policy on the step's prompts (each process draws its share, and every
+    process gets every response), keep this process's share of the prompts' responses, score
+    them and have the sampling policy's and the reference's token log-probs (backends that do
+    not return them with the samples, like the causal LM, compute them here); then pool the
     scores over processes."""
     batch = ctx.task.prompts(step)
-    if ctx.dist.world_size > 1:
-        batch = batch.take(ctx.dist.shard(range(len(batch))))
     samples = ctx.backend.sample(batch, ctx.task.samples_per_prompt)
+    if ctx.dist.world_size > 1:
+        samples = local_samples(samples, ctx.dist.shard(range(len(batch))))
     seqs = samples.sequences
     with torch.no_grad():
         if samples.logprobs is None:
@@ -73,6 +74,25 @@ def rollout(ctx: RunContext, step: int) -> Rollout:
             samples.ref_logprobs = ctx.backend.logprobs(seqs, reference=True)
     ro = Rollout(samples, ctx.scorer.reward(seqs).detach(), ctx.scorer.cost(seqs).detach())
     return ro.pool(ctx.dist)
+
+
+def take_rows(t: Tensor, rows: Tensor | None, width: int | None = None) -> Tensor:
+    """The rows ``rows`` of ``t`` (None: all of it), a micro-batch of a step's tensors; with
+    ``width``, a ``(B, T)`` tensor's first ``width`` columns (a micro-batch's responses may
+    all be shorter than the batch's longest: the columns past them are masked out)."""
+    t = t if rows is None else t[rows]
+    return t if width is None else t[:, :width]
+
+
+def local_samples(samples: Samples, prompts: list[int]) -> Samples:
+    """The responses of the contiguous block of ``prompts``, their groups numbered from 0."""
+    rows = (samples.group >= prompts[0]) & (samples.group <= prompts[-1])
+    index = rows.nonzero(as_tuple=True)[0]
+    return Samples(
+        sequences=samples.sequences.index(index),
+        group=samples.group[index] - prompts[0],
+        weight=samples.weight[index],
+    )
 
 
 def end_token(mask: Tensor, values: Tensor) -> Tensor:
@@ -150,7 +170,7 @@ def ppo_update(
     Args:
         adv: ``(B, T)`` actor advantages (already combined and detached).
         critics: head → (old values, returns) for each critic trained alongside.
-        extra_loss: optional ``f(logprobs) -> (loss, metrics)`` added to the actor loss
+        extra_loss: optional ``f(logprobs, rows) -> (loss, metrics)`` added to the actor loss
             (GRPO's KL term).
         ptx: supervised sequences of the PTX term (:func:`ptx_batch`), or None. Safe RLHF
             takes a separate optimizer step on it; here it joins the same step's loss.
@@ -160,40 +180,42 @@ def ppo_update(
     for _ in range(config.update_iters):
         holder: dict[str, float] = {}
 
-        def closure(holder: dict[str, float] = holder) -> Tensor:
-            lp = ctx.backend.logprobs(s.sequences)
+        def closure(rows: Tensor | None, holder: dict[str, float] = holder) -> Tensor:
+            seqs = s.sequences if rows is None else s.sequences.index(rows)
+            lp = ctx.backend.logprobs(seqs)
+            width = lp.token.shape[1]
             loss, m = ppo_clip_loss(
                 lp.token,
-                s.logprobs.token,
-                adv,
+                take_rows(s.logprobs.token, rows, width),
+                take_rows(adv, rows, width),
                 lp.mask,
                 clip_range=config.clip_range_ratio,
-                weight=s.weight,
+                weight=take_rows(s.weight, rows),
             )
             holder.update(m)
             if extra_loss is not None:
-                kl_loss, m = extra_loss(lp.token)
+                kl_loss, m = extra_loss(lp.token, rows)
                 loss = loss + kl_loss
                 holder.update(m)
-            if ptx is not None:
+            if ptx is not None:  # the whole PTX batch in every micro-batch: its shares sum to 1
                 nll = ptx_loss(ctx, ptx)
                 loss = loss + config.ptx_coeff * nll
                 holder["loss/ptx"] = float(nll.detach())
             for head, (old_values, returns) in critics.items():
-                values = ctx.backend.values(s.sequences, head)
+                values = ctx.backend.values(seqs, head)
                 v_loss, m = clipped_value_loss(
                     values,
-                    old_values,
-                    returns,
+                    take_rows(old_values, rows, width),
+                    take_rows(returns, rows, width),
                     lp.mask,
                     clip_range=config.clip_range_value,
-                    weight=s.weight,
+                    weight=take_rows(s.weight, rows),
                 )
                 loss = loss + v_loss
                 holder.update({f"loss/value_{head}": m["loss/value"]})
             return loss
 
-        ctx.backend.step(closure)
+        ctx.backend.step(closure, s.weight)
         metrics = holder
     return ctx.dist.mean(metrics)
 

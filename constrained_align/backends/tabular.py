@@ -171,10 +171,10 @@ class TabularPolicy:
         """``(B, 1)`` value of the prompt state under the named critic."""
         return self.value_heads[head][sequences.prompt].unsqueeze(-1)
 
-    def step(self, closure: Callable[[], Tensor]) -> float:
-        """One optimizer step on the loss the closure returns."""
+    def step(self, closure: Callable[..., Tensor], weight: Tensor | None = None) -> float:
+        """One optimizer step on the loss the closure returns (every row at once)."""
         self.optimizer.zero_grad(set_to_none=True)
-        loss = closure()
+        loss = closure() if weight is None else closure(None)
         check_finite(loss.detach(), "the loss", self.steps + 1)
         loss.backward()
         self.optimizer.step()

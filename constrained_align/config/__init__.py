@@ -43,6 +43,7 @@ from constrained_align.config.presets import (
 from constrained_align.config.runs import (
     RUN_CONFIGS,
     DataConfig,
+    EngineConfig,
     GenerationConfig,
     LMRunConfig,
     LMTaskConfig,
@@ -80,6 +81,7 @@ __all__ = [
     "ConfigError",
     "DataConfig",
     "DualConfig",
+    "EngineConfig",
     "GenerationConfig",
     "LMRunConfig",
     "LMTaskConfig",

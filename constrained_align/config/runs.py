@@ -131,6 +131,24 @@ class PolicyConfig:
 
 
 @dataclass
+class EngineConfig:
+    """How accelerate runs the optimizer steps; the processes and their engine come from
+    ``accelerate launch`` (docs/SEVERAL_GPUS.md)."""
+
+    gradient_accumulation_steps: int = param(
+        1,
+        "micro-batches per optimizer step on each process; batch sizes stay the whole step's, "
+        "so results do not depend on it or on the number of processes",
+        check=AT_LEAST_1,
+    )
+    mixed_precision: Literal["no", "bf16", "fp16"] | None = param(
+        None,
+        "autocast of the training passes: no (fp32), bf16, fp16 (CUDA); null = the launch's "
+        "(accelerate config or --mixed_precision; no without accelerate launch)",
+    )
+
+
+@dataclass
 class GenerationConfig:
     """How the policy samples (on-policy estimates, reference samples, rollouts)."""
 
@@ -247,6 +265,7 @@ class LMRunConfig(RunConfig):
     backend: Literal["causal_lm"] = param("causal_lm", "a transformers causal LM")
     task: LMTaskConfig = param(LMTaskConfig(), "sample counts and prompts of the estimates")
     model: PolicyConfig = param(PolicyConfig(), "the policy model")
+    engine: EngineConfig = param(EngineConfig(), "gradient accumulation and mixed precision")
     generation: GenerationConfig = param(GenerationConfig(), "sampling")
     data: DataConfig = param(DataConfig(), "pairs and prompts")
     scorers: ScorersConfig = param(ScorersConfig(), "reward and cost models")

@@ -41,6 +41,7 @@ example answers are the main process's.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -69,6 +70,7 @@ class Policy(Protocol):
         reference: bool = False,
         seed: int | None = None,
         sampling: SamplingSettings | None = None,
+        row_ids: Sequence[int] | None = None,
     ) -> Samples: ...
 
     def logprobs(self, sequences: LMSequences, *, reference: bool = False) -> LogProbs: ...
@@ -132,10 +134,17 @@ def _answer(
     answered in one call (so in batches of ``inference_batch_size`` across sets: on a CPU a few
     large batches decode much faster than many small ones) and split afterwards."""
     names = [name for name in SETS if len(getattr(prompts, name))]
-    mine = [getattr(prompts, n).take(dist.shard(range(len(getattr(prompts, n))))) for n in names]
+    sizes = [len(getattr(prompts, n)) for n in names]
+    blocks = [dist.shard(range(size)) for size in sizes]
+    mine = [getattr(prompts, n).take(block) for n, block in zip(names, blocks)]
+    # Each answer draws from its row among every process's answers, so that it does not
+    # depend on how many processes share the sets out.
+    offsets = [sum(sizes[:i]) for i in range(len(sizes))]
+    rows = [offset + i for offset, block in zip(offsets, blocks) for i in block]
     seed = config.seed + (0 if mode == "greedy" else 1)
     joined = PromptBatch.join(mine)
-    seqs = backend.sample(joined, 1, reference=ref, seed=seed, sampling=_settings(config, mode))
+    settings = _settings(config, mode)
+    seqs = backend.sample(joined, 1, reference=ref, seed=seed, sampling=settings, row_ids=rows)
     out, start = {}, 0
     for name, batch in zip(names, mine):
         out[name] = seqs.sequences.index(list(range(start, start + len(batch))))

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from constrained_align.backends.causal_lm import CausalLMPolicy, LMSettings, PromptBatch
+from constrained_align.backends.causal_lm.engine import Engine
 from constrained_align.backends.causal_lm.loading import ModelPool, load_causal_lm
 from constrained_align.backends.causal_lm.sequences import SamplingSettings
 from constrained_align.backends.causal_lm.task import LMTask
@@ -166,9 +167,9 @@ def build_policy(
 ) -> CausalLMPolicy:
     """The policy backend: model (LoRA or full), tokenizer, lengths, sampling, optimizer.
 
-    Every data-parallel process builds the same weights (seeded); each samples from its own
-    generator (the run's seed plus its rank) and averages gradients through ``dist``. With a
-    ``pool`` the base model is loaded once per process and copied.
+    Every data-parallel process builds the same weights and sampling generator (seeded);
+    the optimizer steps go through accelerate's engine (``engine:``). With a ``pool`` the base
+    model is loaded once per process and copied.
     """
     m = config.model
     dist = dist or Reductions()
@@ -184,11 +185,21 @@ def build_policy(
             raise ConfigError(f"model.lora_target_modules: {err}") from err
     else:
         weights = FullWeights(model)
-    return _policy(config, weights, tokenizer, seed=config.seed + dist.rank, dist=dist)
+    engine = Engine(
+        mixed_precision=config.engine.mixed_precision,
+        gradient_accumulation_steps=config.engine.gradient_accumulation_steps,
+    )
+    return _policy(config, weights, tokenizer, seed=config.seed, dist=dist, engine=engine)
 
 
 def _policy(
-    config: LMRunConfig, weights: Any, tokenizer: Any, *, seed: int, dist: Reductions | None
+    config: LMRunConfig,
+    weights: Any,
+    tokenizer: Any,
+    *,
+    seed: int,
+    dist: Reductions | None,
+    engine: Engine | None = None,
 ) -> CausalLMPolicy:
     m, g = config.model, config.generation
     settings = LMSettings(
@@ -202,7 +213,13 @@ def _policy(
     )
     optim = config.train.optim
     return CausalLMPolicy(
-        weights, tokenizer, settings=settings, optim=optim, seed=seed, reductions=dist
+        weights,
+        tokenizer,
+        settings=settings,
+        optim=optim,
+        seed=seed,
+        reductions=dist,
+        engine=engine,
     )
 
 

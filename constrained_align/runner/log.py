@@ -93,7 +93,8 @@ class RunLog:
         process samples its share of the prompts)."""
         dist, prompts = self.ctx.dist, self.kl_prompts
         mine = prompts.take(dist.shard(range(len(prompts))))
-        samples = self.backend.sample(mine, 1, seed=seed)
+        with self.backend.unsharded():
+            samples = self.backend.sample(mine, 1, seed=seed)
         return float(dist.gather(sequence_kl(self.backend, samples.sequences)).mean())
 
     def totals(self) -> dict[str, float]:

@@ -22,7 +22,8 @@ through :meth:`RunBackend.fork`, each of its forks) and is what the algorithm ge
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from torch import Tensor
@@ -32,6 +33,7 @@ from constrained_align.backends.causal_lm.policy import lm_samples
 from constrained_align.backends.causal_lm.sequences import LMSequences
 from constrained_align.types import LogProbs, Samples
 from constrained_align.utils.cache import DiskCache, content_key
+from constrained_align.utils.distributed import Reductions, block
 
 
 class Replay:
@@ -64,6 +66,10 @@ class RunBackend:
         name: tells forks apart in cache keys and checkpoints.
         replay: the checkpointed states of a resumed run (None: a fresh run).
         on_step: called after every optimizer step, replayed ones included.
+        dist: the cross-process reductions. Under several processes :meth:`sample` draws this
+            process's share of the prompts and gathers every process's responses, so the
+            algorithm sees the whole sample on every process (:meth:`unsharded` turns that
+            off for callers that share the prompts out themselves).
     """
 
     def __init__(
@@ -75,8 +81,11 @@ class RunBackend:
         name: str = "policy",
         replay: Replay | None = None,
         on_step: Callable[[], None] | None = None,
+        dist: Reductions | None = None,
     ) -> None:
         self.inner = inner
+        self.dist = dist or Reductions()
+        self.sharded = self.dist.world_size > 1
         self.cache = cache
         self.run_tag = run_tag
         self.name = name
@@ -120,8 +129,12 @@ class RunBackend:
         reference: bool = False,
         seed: int | None = None,
         sampling: SamplingSettings | None = None,
+        row_ids: Sequence[int] | None = None,
     ) -> Samples:
-        """The inner backend's samples, from the cache when they were drawn before."""
+        """The inner backend's samples, from the cache when they were drawn before
+        (``row_ids``: see :meth:`CausalLMPolicy.sample`; only where unsharded)."""
+        if row_ids is not None and self.sharded:
+            raise ValueError("row_ids are for callers that share the prompts out themselves")
         seed = self.inner.next_seed() if seed is None else seed
         sampling = sampling or self.inner.settings.sampling
         key = content_key(
@@ -134,6 +147,7 @@ class RunBackend:
             num_samples,
             sampling,
             seed,
+            None if row_ids is None else list(row_ids),
         )
         stored = self.cache.get(key) if self.cache is not None else None
         if stored is not None:
@@ -145,14 +159,57 @@ class RunBackend:
                 "run drew (was the cache folder removed?); start the run again instead"
             )
         started = time.perf_counter()
-        samples = self.inner.sample(
-            prompts, num_samples, reference=reference, seed=seed, sampling=sampling
-        )
+        seqs = self._draw(prompts, num_samples, reference, seed, sampling, row_ids)
         self.timers["generation"] += time.perf_counter() - started
-        self.timers["generated_tokens"] += float(samples.sequences.response_mask.sum())
-        if self.cache is not None:
-            self.cache.put(key, samples.sequences.to_state())
-        return samples
+        if self.cache is not None and (self.dist.is_main or not self.sharded):
+            self.cache.put(key, seqs.to_state())
+        return lm_samples(seqs, len(prompts), num_samples)
+
+    def _draw(
+        self,
+        prompts: PromptBatch,
+        num_samples: int,
+        reference: bool,
+        seed: int,
+        sampling: SamplingSettings,
+        row_ids: Sequence[int] | None,
+    ) -> LMSequences:
+        """The responses, drawn by this process; when sharded, its block of the prompts is
+        drawn here and every process's blocks are gathered in rank order. Each response draws
+        from its row in the whole call, so the sample does not depend on the processes."""
+
+        def draw(rows: PromptBatch, ids: Sequence[int] | None) -> LMSequences:
+            seqs = self.inner.sample(
+                rows, num_samples, reference=reference, seed=seed, sampling=sampling, row_ids=ids
+            ).sequences
+            self.timers["generated_tokens"] += float(seqs.response_mask.sum())
+            return seqs
+
+        if not self.sharded:
+            return draw(prompts, row_ids)
+        world = self.dist.world_size
+        blocks = [block(len(prompts), world, rank) for rank in range(world)]
+        mine = blocks[self.dist.rank]
+        ids = range(mine.start * num_samples, mine.stop * num_samples)
+        state = draw(prompts.take(mine), ids).to_state() if len(mine) else None
+        parts = zip(self.dist.gather_objects(state), blocks)
+        return LMSequences.concat(
+            [
+                LMSequences.from_state(part, prompts.take(rows).repeat(num_samples))
+                for part, rows in parts
+                if part is not None
+            ]
+        )
+
+    @contextmanager
+    def unsharded(self) -> Iterator[None]:
+        """Within: :meth:`sample` draws exactly the prompts it is given (callers that share
+        the prompts out over processes themselves: the held-out evaluation, the KL log)."""
+        sharded, self.sharded = self.sharded, False
+        try:
+            yield
+        finally:
+            self.sharded = sharded
 
     # ---------------------------------------------------------------- the rest of the interface
 
@@ -170,7 +227,7 @@ class RunBackend:
     def values(self, sequences: LMSequences, head: str) -> Tensor:
         return self.inner.values(sequences, head)
 
-    def step(self, closure: Callable[[], Tensor]) -> float:
+    def step(self, closure: Callable[..., Tensor], weight: Tensor | None = None) -> float:
         """The inner optimizer step; while replaying, only counted (the loss is NaN), and at
         the checkpoint's step the saved state is loaded."""
         if self.replaying:
@@ -180,7 +237,7 @@ class RunBackend:
             loss = float("nan")
         else:
             started = time.perf_counter()
-            loss = self.inner.step(closure)
+            loss = self.inner.step(closure, weight)
             self.timers["training"] += time.perf_counter() - started
             self.steps += 1
         if self.on_step is not None:
@@ -196,6 +253,7 @@ class RunBackend:
             name=f"{self.name}/fork{len(self.forks) + 1}",
             replay=self.replay,
             on_step=self.on_step,
+            dist=self.dist,
         )
         self.forks.append(child)
         return child

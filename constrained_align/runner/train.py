@@ -135,6 +135,7 @@ def _train(run: Run, started: float) -> dict[str, Any]:
             if run.cache is None
             else {"hits": run.cache.hits, "misses": run.cache.misses},
             "processes": run.dist.world_size,
+            "engine": run.backend.inner.engine.describe(),
             "timers": run.log.totals(),
             "wall_seconds": time.perf_counter() - started,
         }
@@ -214,7 +215,7 @@ def start_run(
     tag = run_tag(config, inner, scorer, task)
     _start_log(out, saved, tag, config, dist)
     replay = Replay(saved["backends"]) if saved is not None else None
-    backend = RunBackend(inner, cache=cache, run_tag=tag, replay=replay)
+    backend = RunBackend(inner, cache=cache, run_tag=tag, replay=replay, dist=dist)
     ctx = RunContext(backend=backend, scorer=scorer, task=task, seed=config.seed, dist=dist)
     log = RunLog(out, backend, ctx, config, replay=None if saved is None else (replay, saved))
     ctx.log = log
@@ -223,14 +224,10 @@ def start_run(
 
 
 def check_processes(config: LMRunConfig, dist: Reductions) -> None:
-    """What a data-parallel launch needs: an online key and whole prompt shards."""
-    if dist.world_size == 1:
+    """What a data-parallel launch needs: an online key's rollouts split into whole, equal
+    shares of prompts (the offline keys take any batch size)."""
+    if dist.world_size == 1 or algorithms.get(config.algorithm).family != "online":
         return
-    if algorithms.get(config.algorithm).family != "online":
-        raise ConfigError(
-            f"{config.algorithm} runs in one process; data-parallel launches "
-            "(accelerate launch with several processes) train the online keys"
-        )
     if config.task.prompts_per_step % dist.world_size:
         raise ConfigError(
             f"task.prompts_per_step = {config.task.prompts_per_step} must be a multiple of the "
@@ -313,9 +310,10 @@ def held_out_evaluation(run: Run) -> Any:
     prompts = load_eval_prompts(settings)
 
     def evaluate(reference: bool) -> dict[str, Any]:
-        result = evaluate_policy(
-            run.backend, run.ctx.scorer, prompts, settings, reference=reference, dist=run.dist
-        )
+        with run.backend.unsharded():  # the evaluation shares the prompts out itself
+            result = evaluate_policy(
+                run.backend, run.ctx.scorer, prompts, settings, reference=reference, dist=run.dist
+            )
         metrics = {k: v for k, v in result["eval"]["sampled"].items() if k != "seconds"}
         return {**metrics, "prompts": prompts.sizes()}
 

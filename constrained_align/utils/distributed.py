@@ -1,35 +1,42 @@
-"""Every cross-process reduction of the training loops, in one place, injected into them.
+"""Every cross-process reduction the algorithms and the run need, in one place, injected.
 
-The online loop is data parallel: each process holds the whole model, rolls out its own shard of
-the step's prompts, and the processes agree through four operations only:
+Under ``accelerate launch`` every process runs the same algorithm on the same data; the
+gradient all-reduce is the engine's (``backends.causal_lm.engine``: accelerate's DDP), and the
+processes agree on everything else through these operations only:
 
-- :meth:`Reductions.shard` — which of the step's prompts this process rolls out;
-- :meth:`Reductions.gather` — every process's rows (costs for the multiplier, rewards and KL
-  for the logs), in rank order, so λ is updated from the whole batch and is the same everywhere;
-- :meth:`Reductions.average_gradients` — after ``backward``, the mean gradient over processes
-  (one flat all-reduce of the trainable tensors: LoRA adapters and critic heads are small),
-  before clipping, so every process takes the same optimizer step;
+- :meth:`Reductions.shard` and :func:`block` — which contiguous block of a batch (pairs,
+  prompts, samples) this process works on;
+- :meth:`Reductions.gather` and :meth:`Reductions.gather_objects` — every process's rows
+  (sampled responses, costs for the multiplier, rewards and KL for the logs) in rank order,
+  so λ is updated from the whole batch and is the same on every process;
+- :meth:`Reductions.mean` — metrics averaged over processes;
 - :meth:`Reductions.check_in_sync` — a guard that the processes did not drift apart.
 
 :class:`Reductions` itself is the single-process case (identities); the loops are written
 against it and never import ``torch.distributed``. :func:`from_environment` returns the
-process-group version when the run was started by ``accelerate launch`` (or ``torchrun``):
-on CPU-only machines use ``accelerate launch --multi_gpu --num_processes N``, which starts N
-processes over gloo (accelerate's ``--cpu`` flag starts one process unless given an MPI
-hostfile). Sharded-parameter engines (FSDP, DeepSpeed ZeRO) are not used by our own loop: every
-process keeps a full replica; the TRL plug-ins run under whatever engine TRL is given.
+process-group version when the run was started by ``accelerate launch`` (or ``torchrun``); on
+machines without CUDA, ``accelerate launch --multi_gpu --num_processes N`` starts N processes
+over gloo.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor
 
 T = TypeVar("T")
+
+
+def block(count: int, world_size: int, rank: int) -> range:
+    """Process ``rank``'s contiguous block of ``count`` items; blocks go in rank order and
+    differ in size by at most one when ``world_size`` does not divide ``count``."""
+    base, extra = divmod(count, world_size)
+    start = rank * base + min(rank, extra)
+    return range(start, start + base + (rank < extra))
 
 
 class Reductions:
@@ -44,22 +51,21 @@ class Reductions:
         return self.rank == 0
 
     def shard(self, items: Sequence[T]) -> list[T]:
-        """This process's contiguous block of ``items``; blocks differ in size by at most one
-        when the world size does not divide ``len(items)``."""
-        base, extra = divmod(len(items), self.world_size)
-        start = self.rank * base + min(self.rank, extra)
-        return list(items[start : start + base + (self.rank < extra)])
+        """This process's contiguous block of ``items`` (:func:`block`)."""
+        mine = block(len(items), self.world_size, self.rank)
+        return list(items[mine.start : mine.stop])
 
     def gather(self, tensor: Tensor) -> Tensor:
         """Every process's ``tensor`` concatenated along dim 0 in rank order (sizes may differ)."""
         return tensor
 
+    def gather_objects(self, value: Any) -> list[Any]:
+        """Every process's picklable ``value``, in rank order."""
+        return [value]
+
     def mean(self, values: dict[str, float]) -> dict[str, float]:
         """Each value averaged over processes (every process must pass the same keys)."""
         return dict(values)
-
-    def average_gradients(self, params: Iterable[torch.nn.Parameter]) -> None:
-        """Replace each ``.grad`` by its mean over processes."""
 
     def check_in_sync(self, what: str, tensors: Iterable[Tensor]) -> None:
         """Raise if ``tensors`` differ between processes (``what`` names them in the error)."""
@@ -96,33 +102,17 @@ class ProcessGroupReductions(Reductions):
         out = torch.cat([p[: int(s)] for p, s in zip(parts, sizes)])
         return out.to(tensor.device)
 
+    def gather_objects(self, value: Any) -> list[Any]:
+        out: list[Any] = [None] * self.world_size
+        self._dist.all_gather_object(out, value)
+        return out
+
     def mean(self, values: dict[str, float]) -> dict[str, float]:
         keys = sorted(values)
         flat = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64)
         flat = flat.to(self._device())
         self._dist.all_reduce(flat)
         return {k: float(v) / self.world_size for k, v in zip(keys, flat.cpu())}
-
-    def average_gradients(self, params: Iterable[torch.nn.Parameter]) -> None:
-        params = list(params)
-        has_grad = torch.tensor([p.grad is not None for p in params], dtype=torch.int32)
-        fewest = has_grad.to(self._device(), copy=True)
-        self._dist.all_reduce(fewest, op=self._dist.ReduceOp.MIN)
-        if not torch.equal(fewest.cpu(), has_grad):
-            raise RuntimeError(
-                "processes computed gradients for different parameters; every process must run "
-                "the same losses on the same trainable tensors"
-            )
-        grads = [p.grad for p in params if p.grad is not None]
-        if not grads:
-            return
-        flat = torch.cat([g.reshape(-1) for g in grads]).to(self._device())
-        self._dist.all_reduce(flat)
-        flat /= self.world_size
-        offset = 0
-        for g in grads:
-            g.copy_(flat[offset : offset + g.numel()].view_as(g))
-            offset += g.numel()
 
     def check_in_sync(self, what: str, tensors: Iterable[Tensor]) -> None:
         flat = torch.cat([t.detach().double().reshape(-1).cpu() for t in tensors])
@@ -140,6 +130,20 @@ class ProcessGroupReductions(Reductions):
         self._dist.barrier()
 
 
+def use_cpu_processes() -> bool:
+    """Whether this is a multi-process launch without CUDA, which accelerate must be told is
+    a multi-CPU one (gloo); when it is, ``ACCELERATE_USE_CPU`` is set for accelerate's state.
+
+    ``accelerate launch --multi_gpu --num_processes N`` on a machine without GPUs starts N
+    processes but leaves each one thinking it is alone unless accelerate's state is made
+    with ``cpu=True``.
+    """
+    cpu = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
+    if cpu:
+        os.environ["ACCELERATE_USE_CPU"] = "true"
+    return cpu
+
+
 def from_environment() -> Reductions:
     """The reductions of this process: a process group when launched with ``WORLD_SIZE`` > 1
     (``accelerate launch`` / ``torchrun``; the group is set up here if nobody did), else the
@@ -151,7 +155,9 @@ def from_environment() -> Reductions:
     if not dist.is_initialized():
         from accelerate import PartialState
 
-        PartialState()  # sets up the process group (and the GPU of this rank, if any)
+        PartialState(
+            cpu=use_cpu_processes()
+        )  # sets up the process group (and the GPU of this rank, if any)
     if not dist.is_initialized():
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     return ProcessGroupReductions()

@@ -1,9 +1,10 @@
-"""The online loop under ``accelerate launch`` with two CPU processes (gloo).
+"""The training loop under ``accelerate launch`` with two CPU processes (gloo, DDP).
 
-Each process rolls out half of every step's prompts; the costs are pooled for λ, gradients are
-averaged, and only the main process writes the run folder. A two-process run interrupted after
-two steps and resumed with ``--resume`` ends bit-identical to a straight two-process run, which
-exercises the per-process checkpoint files (each process's sampling generator and RNG).
+For an offline key (c_dpo) and an online key (ppo_lag) on the tiny presets: two processes
+each working on half of every batch end where one process on the whole batch ends, and so does
+one process with two accumulated micro-batches per step (weights and λ to 1e-5). A two-process
+run interrupted after two steps and resumed with ``--resume`` ends bit-identical to a straight
+two-process run, which exercises the per-process checkpoint files.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import torch
 from safetensors.torch import load_file
 
 from constrained_align.algorithms import load_run_config
+from constrained_align.cli import main
 from constrained_align.config import ConfigError
 from constrained_align.runner.train import check_processes
 from constrained_align.utils.distributed import Reductions
@@ -63,6 +65,46 @@ def records(run: Path) -> list[dict]:
 
 
 TRAIN = ["-m", "constrained_align", "train", "ppo_lag:tiny", "--quiet", "--set", "steps=4"]
+ACCUMULATE = ["--set", "engine.gradient_accumulation_steps=2"]
+
+
+def adapter(run: Path) -> dict[str, torch.Tensor]:
+    return load_file(run / "final" / "adapter_model.safetensors")
+
+
+def assert_same_run(a: Path, b: Path) -> None:
+    """The same λ at every record and the same trained adapter, to 1e-5."""
+    lams = [[r.get("dual/lambda") for r in records(run)] for run in (a, b)]
+    assert len(lams[0]) == len(lams[1]) and None not in lams[0]
+    torch.testing.assert_close(lams[0], lams[1], rtol=0, atol=1e-5)
+    wa, wb = adapter(a), adapter(b)
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], rtol=0, atol=1e-5)
+
+
+def one_process(tmp_path: Path, name: str, *args: str) -> Path:
+    assert main(["train", *args, "--output-dir", str(tmp_path / name)]) == 0
+    return tmp_path / name
+
+
+#: Batches of 5 pairs (24 pairs: 5, 5, 5, 5, 4): two processes get 3 and 2 pairs of a batch,
+#: so the step must weigh each process's rows by their share.
+C_DPO = ["c_dpo:tiny", "--set", "data.pair_batch_size=5"]
+
+
+def test_c_dpo_on_two_processes_or_two_micro_batches_equals_one_process(tmp_path):
+    program = ["-m", "constrained_align", "train", *C_DPO, "--quiet", "--output-dir", "two"]
+    two = launch(*program, cwd=tmp_path)
+    assert two.returncode == 0, two.stderr[-3000:]
+    summary = json.loads((tmp_path / "two" / "summary.json").read_text())
+    assert summary["engine"]["distributed_type"] == "MULTI_CPU"
+    assert summary["engine"]["processes"] == 2
+    one = one_process(tmp_path, "one", *C_DPO)
+    assert_same_run(one, tmp_path / "two")
+    assert_same_run(one, one_process(tmp_path, "accumulated", *C_DPO, *ACCUMULATE))
+    lams = [r["dual/lambda"] for r in records(one)]
+    assert len(set(lams)) > 1  # λ moved, so equal trajectories say something
 
 
 def test_two_process_run_resumes_bit_identically(tmp_path):
@@ -90,9 +132,12 @@ def test_two_process_run_resumes_bit_identically(tmp_path):
     resumed = launch(*TRAIN, "--output-dir", "resumed", "--resume", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert records(tmp_path / "resumed") == logged
-    a = load_file(run / "final" / "adapter_model.safetensors")
-    b = load_file(tmp_path / "resumed" / "final" / "adapter_model.safetensors")
+    a, b = adapter(run), adapter(tmp_path / "resumed")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+    # the same run in one process, and in one process with two micro-batches per step
+    assert_same_run(one_process(tmp_path, "one", *TRAIN[3:]), run)
+    assert_same_run(one_process(tmp_path, "accumulated", *TRAIN[3:], *ACCUMULATE), run)
 
 
 def two_processes() -> Reductions:
@@ -101,10 +146,11 @@ def two_processes() -> Reductions:
     return r
 
 
-def test_data_parallel_launches_take_online_keys_with_whole_prompt_shards():
-    check_processes(load_run_config("ppo_lag:tiny"), two_processes())
-    with pytest.raises(ConfigError, match="mocan runs in one process"):
-        check_processes(load_run_config("mocan:tiny"), two_processes())
+def test_data_parallel_launches_take_every_key_and_online_keys_need_whole_prompt_shares():
+    for key in ("ppo_lag", "mocan", "c_dpo", "pecan"):
+        check_processes(load_run_config(f"{key}:tiny"), two_processes())
+    odd_pairs = load_run_config("c_dpo:tiny", ["data.pair_batch_size=3"])
+    check_processes(odd_pairs, two_processes())  # pairs are weighted by their share
     odd = load_run_config("grpo_lag:tiny", ["prompts_per_step=3"])
     with pytest.raises(ConfigError, match="prompts_per_step = 3 must be a multiple of the 2"):
         check_processes(odd, two_processes())

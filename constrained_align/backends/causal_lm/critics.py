@@ -46,11 +46,17 @@ class Critics:
             self.value_heads[head] = linear
         return self.trunks[head] + list(self.value_heads[head].parameters())
 
+    def modules(self) -> list[nn.Module]:
+        """The critics' own modules: value heads, and full-fine-tuning trunks (LoRA trunks are
+        adapters inside the policy's model)."""
+        trunks = [] if self.weights.lora else list(self.weights.critics.values())
+        return [*self.value_heads.values(), *trunks]
+
     def readout(self, head: str) -> Callable[[Tensor, Tensor], Tensor]:
         """``readout(states, targets)``: V(s_t) of critic ``head`` from the hidden states that
         precede each response token (the targets are not needed; differentiable)."""
         linear = self.value_heads[head]
-        return lambda states, targets: linear(states).squeeze(-1).float()
+        return lambda states, targets: linear(states.to(linear.weight.dtype)).squeeze(-1).float()
 
     def state_dict(self) -> dict[str, Any]:
         """Value-head tensors by critic (the trunks are in the weights' state)."""

@@ -9,7 +9,8 @@
 - the reference: the adapter-free base under LoRA, or a frozen copy (:mod:`.weights`); its
   log-probs are computed once per batch of sequences and kept;
 - ``add_critic`` / ``values``: critics as further adapters on the shared base (:mod:`.critics`);
-- ``step``: one optimizer step, gradients averaged over data-parallel processes, then clipped;
+- ``step``: one optimizer step through accelerate's engine (:mod:`.engine`): micro-batches,
+  mixed precision, the engine's gradient all-reduce, clipping;
 - ``state_dict``: weights, optimizer, sampling generator and step count.
 
 That is all it does: caching samples on disk, counting steps on a resume and progress bars are
@@ -27,6 +28,7 @@ import torch
 from torch import Tensor
 
 from constrained_align.backends.causal_lm.critics import Critics
+from constrained_align.backends.causal_lm.engine import Engine
 from constrained_align.backends.causal_lm.forward import response_readout
 from constrained_align.backends.causal_lm.identity import (
     check_plain_logits,
@@ -47,7 +49,7 @@ from constrained_align.backends.causal_lm.sequences import (
     unwrap,
 )
 from constrained_align.backends.causal_lm.weights import FullWeights, LoraWeights
-from constrained_align.config import LM_CRITIC_LR, LM_LR, OptimConfig
+from constrained_align.config import LM_CRITIC_LR, LM_LR, ConfigError, OptimConfig
 from constrained_align.types import LogProbs, Samples, TrainingError, check_finite
 from constrained_align.utils.cache import content_key
 from constrained_align.utils.distributed import Reductions
@@ -85,8 +87,10 @@ class CausalLMPolicy:
         optim: optimizer settings (``adam``, ``adamw`` or ``sgd``; ``lr``, ``weight_decay``,
             ``max_grad_norm``, ``critic_lr``; null rates take the LM defaults).
         seed: seed of the sampling generator.
-        reductions: cross-process reductions; ``step`` averages the gradients over the
-            data-parallel processes with them (identities in one process).
+        reductions: cross-process reductions (identities in one process): ``step`` weighs
+            each process's rows by their share of the whole batch with them.
+        engine: accelerate's engine of the optimizer steps (:mod:`.engine`); None makes one
+            with fp32 and no gradient accumulation.
     """
 
     def __init__(
@@ -98,6 +102,7 @@ class CausalLMPolicy:
         optim: OptimConfig | None = None,
         seed: int = 0,
         reductions: Reductions | None = None,
+        engine: Engine | None = None,
     ) -> None:
         if tokenizer.eos_token_id is None:
             raise ValueError("the tokenizer has no EOS token; responses could never end")
@@ -110,6 +115,7 @@ class CausalLMPolicy:
         self.seed = seed
         self.generator = torch.Generator().manual_seed(seed)
         self.reductions = reductions or Reductions()
+        self.engine = engine or Engine()
         self.steps = 0
         self.forks = 0
         self._reference_fp: str | None = None
@@ -189,6 +195,7 @@ class CausalLMPolicy:
         reference: bool = False,
         seed: int | None = None,
         sampling: SamplingSettings | None = None,
+        row_ids: Sequence[int] | None = None,
     ) -> Samples:
         """``num_samples`` responses per prompt, prompt-major, weight 1 each.
 
@@ -198,9 +205,14 @@ class CausalLMPolicy:
             reference: sample the reference instead of the policy.
             seed: seed of the draws; None draws one from this backend's generator.
             sampling: temperature, top-p and length; None = the backend's settings.
+            row_ids: each response's row in a larger call that was shared out over processes
+                (response i draws from ``(seed, row_ids[i])``; default ``i``), so that a
+                response does not depend on how the call was shared out.
         """
         seed = self.next_seed() if seed is None else seed
         batch = prompts.repeat(num_samples)
+        if row_ids is not None and len(row_ids) != len(batch):
+            raise ValueError(f"{len(batch)} responses but {len(row_ids)} row ids")
         prompt_ids = [
             prompt_token_ids(self.tokenizer, p, c, self.settings.max_prompt_tokens)[1]
             for p, c in zip(batch.prompts, batch.contexts)
@@ -216,6 +228,7 @@ class CausalLMPolicy:
                 pad_id=self.pad_id,
                 seed=seed,
                 fast=self.settings.fast_paths,
+                row_ids=row_ids,
             )
         texts = [self.tokenizer.decode(r, skip_special_tokens=True).strip() for r in responses]
         rows = [p + r for p, r in zip(prompt_ids, responses)]
@@ -288,23 +301,68 @@ class CausalLMPolicy:
 
     # ---------------------------------------------------------------- training and state
 
-    def step(self, closure: Callable[[], Tensor]) -> float:
-        """Zero grads, evaluate ``closure``, backward, average over processes, clip, update;
-        returns the loss."""
-        step = self.steps + 1
-        self.optimizer.zero_grad(set_to_none=True)
-        loss = closure()
-        check_finite(loss.detach(), "the loss", step)
-        loss.backward()
+    def step(self, closure: Callable[..., Tensor], weight: Tensor | None = None) -> float:
+        """One optimizer step on this process's rows of a batch; returns the whole batch's
+        loss (every process's rows).
+
+        Args:
+            closure: with ``weight``, ``closure(rows)`` is the loss over the batch rows
+                ``rows`` (None: all of them), a weighted mean within them; without,
+                ``closure()`` is this process's loss, and the processes count equally.
+            weight: ``(B,)`` weights of this process's rows.
+
+        The rows are split into the engine's ``gradient_accumulation_steps`` micro-batches and
+        each micro-batch's loss is weighted by its share of the batch's weight over every
+        process, so the step is the same whatever the number of processes and micro-batches
+        (:mod:`.engine`: the engine all-reduces and averages the gradients).
+        """
+        step, engine = self.steps + 1, self.engine
         params = self.trainable()
-        self.reductions.average_gradients(params)
-        clip = self.optim_config.max_grad_norm
-        norm = torch.nn.utils.clip_grad_norm_(params, float("inf") if clip is None else clip)
-        check_finite(norm, "the gradient norm", step)
-        self.optimizer.step()
+        module = engine.wrap([self.weights.model, *self.critics.modules()], params)
+        optimizer = engine.optimizer(self.optimizer)
+        parts = self._micro_batches(closure, weight)
+        loss_sum = 0.0
+        for (part, share), context in zip(parts, engine.micro_steps(module)):
+            with context:
+                with engine.autocast():
+                    loss = module(part)
+                check_finite(loss.detach(), "the loss", step)
+                engine.backward(loss * (share * engine.world_size * engine.accumulation))
+            loss_sum += float(loss.detach()) * share
+        norm = engine.clip(params, self.optim_config.max_grad_norm)
+        if not engine.loss_scaled:  # fp16's scaler skips a step with inf gradients itself
+            check_finite(norm, "the gradient norm", step)
+        engine.step(optimizer)
         check_weights(params, step)
         self.steps = step
-        return float(loss.detach())
+        return float(self.reductions.gather(torch.tensor([loss_sum])).sum())
+
+    def _micro_batches(
+        self, closure: Callable[..., Tensor], weight: Tensor | None
+    ) -> list[tuple[Callable[[], Tensor], float]]:
+        """The step's micro-batch closures, each with its share of the loss over processes."""
+        parts = self.engine.accumulation
+        if weight is None:
+            if parts > 1:
+                raise ConfigError(
+                    "this step's loss cannot be split into micro-batches: set "
+                    "engine.gradient_accumulation_steps to 1"
+                )
+            return [(closure, 1.0 / self.reductions.world_size)]
+        weight = weight.detach().double().cpu()
+        total = float(self.reductions.gather(weight.sum().reshape(1)).sum())
+        if parts == 1:
+            return [(lambda: closure(None), float(weight.sum()) / total)]
+        # A micro-batch left without rows (fewer rows than micro-batches) runs the first row
+        # at share 0: every micro-step then has a backward, as the engine's all-reduce needs.
+        first = torch.zeros(1, dtype=torch.long)
+        return [
+            (
+                lambda rows=rows: closure(rows if len(rows) else first),
+                float(weight[rows].sum()) / total,
+            )
+            for rows in torch.arange(len(weight)).tensor_split(parts)
+        ]
 
     def fork(self) -> CausalLMPolicy:
         """A new policy at the reference that shares this backend's reference weights."""
@@ -316,6 +374,7 @@ class CausalLMPolicy:
             optim=self.optim_config,
             seed=self.seed + self.forks,
             reductions=self.reductions,
+            engine=self.engine,
         )
         child._reference_fp = self._reference_fp
         child._tokenizer_fp = self._tokenizer_fp

@@ -22,6 +22,7 @@ growing cache and stay to the end; both give the same tokens (tested).
 from __future__ import annotations
 
 import inspect
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -193,12 +194,16 @@ def generate_batches(
     pad_id: int,
     seed: int,
     fast: bool = True,
+    row_ids: Sequence[int] | None = None,
 ) -> list[list[int]]:
     """One response (token ids, EOS included when drawn) per prompt, ``batch_size`` prompts
     per left-padded batch (longest prompts first when ``fast``); row i's draws come from
-    ``RowDraws(seed, [i])`` whatever batch it lands in."""
+    ``RowDraws(seed, [row_ids[i]])`` (default ``i``) whatever batch it lands in (a
+    data-parallel process passes its prompts' rows in the whole call, so sharding changes no
+    draw)."""
     device = next(model.parameters()).device
     order = list(range(len(prompt_ids)))
+    ids_of = list(row_ids if row_ids is not None else range(len(prompt_ids)))
     if fast:
         order.sort(key=lambda i: -len(prompt_ids[i]))
     responses: list[list[int]] = [[] for _ in prompt_ids]
@@ -215,7 +220,7 @@ def generate_batches(
             settings=settings,
             eos_ids=eos_ids,
             pad_id=pad_id,
-            draws=RowDraws(seed, index),
+            draws=RowDraws(seed, [ids_of[i] for i in index]),
             fast=fast,
         )
         for i, tokens, keep in zip(index, out.cpu(), live.cpu().bool()):
