@@ -26,6 +26,8 @@ from constrained_align.losses import dpo_loss, lagrangian_preference
 from constrained_align.types import PairBatch, check_finite
 
 LossFn = Callable[[PairBatch], tuple[Tensor, dict[str, float]]]
+#: The weights a loss averages the pairs with (``PairBatch.weight`` unless it drops pairs).
+RowWeight = Callable[[PairBatch], Tensor]
 Metrics = dict[str, float]
 
 
@@ -165,17 +167,25 @@ def logratios(ctx: RunContext, pairs: PairBatch) -> tuple[Tensor, Tensor]:
     return lp_0.sequence - pairs.extra["ref_logp_0"], lp_1.sequence - pairs.extra["ref_logp_1"]
 
 
-def local_rows(ctx: RunContext, batch: PairBatch) -> tuple[PairBatch, Tensor]:
+def pair_weight(pairs: PairBatch) -> Tensor:
+    """The weights of the pairs as the losses average them."""
+    return pairs.weight
+
+
+def local_rows(
+    ctx: RunContext, batch: PairBatch, weight_of: RowWeight = pair_weight
+) -> tuple[PairBatch, Tensor]:
     """This process's block of a pair batch, and the weights its optimizer step counts the
-    rows with. A process whose block is empty (fewer pairs than processes) works on the
-    batch's first pair at weight 0, so that it still takes part in the step's all-reduce."""
+    rows with (``weight_of``: those the loss averages with). A process whose block is empty
+    (fewer pairs than processes) works on the batch's first pair at weight 0, so that it still
+    takes part in the step's all-reduce."""
     if ctx.dist.world_size == 1:
-        return batch, batch.weight
+        return batch, weight_of(batch)
     rows = torch.tensor(ctx.dist.shard(range(len(batch))), dtype=torch.long)
     if len(rows) == 0:
         return batch.select(torch.zeros(1, dtype=torch.long)), torch.zeros(1)
     part = batch.select(rows)
-    return part, part.weight
+    return part, weight_of(part)
 
 
 def train_pairs(
@@ -188,18 +198,21 @@ def train_pairs(
     stage: str,
     extra_metrics: Metrics | None = None,
     finish: Callable[[], Metrics] | None = None,
+    weight_of: RowWeight = pair_weight,
 ) -> Metrics:
     """``epochs`` passes of optimizer steps over ``batches``, one record logged per epoch.
 
     Every process passes the same batches; each trains on its block of every batch
-    (:func:`local_rows`), and the engine makes the step that of the whole batch.
+    (:func:`local_rows`), and the engine makes the step that of the whole batch: each block
+    and micro-batch counts by its share of ``weight_of`` (the weights ``loss_fn`` averages
+    the pairs with).
 
     Each record holds the epoch's last step's metrics and ``extra_metrics``; ``finish``, when
     given, runs after the last epoch's steps and adds its metrics (an on-policy estimate of
     the trained policy) to that epoch's record before it is logged. Returns the last record.
     """
     record: Metrics = {}
-    mine = [local_rows(ctx, batch) for batch in batches]
+    mine = [local_rows(ctx, batch, weight_of) for batch in batches]
     for epoch in range(epochs):
         metrics: Metrics = {}
         for part, weight in mine:
@@ -247,10 +260,24 @@ def train_dpo(ctx: RunContext, batches: list[PairBatch], *, beta: float, **loop:
 
 
 def train_labelled(
-    ctx: RunContext, loss_fn: LossFn, config: LabelledConfig, *, stage: str
+    ctx: RunContext,
+    loss_fn: LossFn,
+    config: LabelledConfig,
+    *,
+    stage: str,
+    weight_of: RowWeight = pair_weight,
 ) -> RunResult:
-    """``config.epochs`` epochs of ``loss_fn`` on :func:`labelled_pairs` (no multiplier)."""
+    """``config.epochs`` epochs of ``loss_fn`` on :func:`labelled_pairs` (no multiplier;
+    ``weight_of``: the weights ``loss_fn`` averages the pairs with)."""
     history: list[Metrics] = []
     batches = labelled_pairs(ctx, config.missing_labels)
-    train_pairs(ctx, batches, loss_fn, epochs=config.epochs, history=history, stage=stage)
+    train_pairs(
+        ctx,
+        batches,
+        loss_fn,
+        epochs=config.epochs,
+        history=history,
+        stage=stage,
+        weight_of=weight_of,
+    )
     return RunResult(lam=None, history=history)

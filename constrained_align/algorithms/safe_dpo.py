@@ -58,4 +58,9 @@ def train(config: SafeDPOConfig, ctx: RunContext) -> RunResult:
             weight=pairs.weight,
         )
 
-    return train_labelled(ctx, loss_fn, config, stage="safe_dpo")
+    def kept_weight(pairs: PairBatch) -> Tensor:
+        """The loss averages over the pairs it keeps (both responses unsafe: dropped)."""
+        h0, h1 = unsafe_flags(pairs)
+        return pairs.weight * (1 - h0 * h1)
+
+    return train_labelled(ctx, loss_fn, config, stage="safe_dpo", weight_of=kept_weight)

@@ -87,3 +87,12 @@ def test_bf16_autocasts_the_training_pass_and_keeps_fp32_weights():
     assert any(not torch.equal(a, p) for a, p in zip(before, backend.trainable()))
     _, fp32 = trained(Engine(), steps=1)  # a new run in the same process may change precision
     assert all(p.dtype == torch.float32 for p in fp32)
+
+
+@pytest.mark.parametrize("flag", ["ACCELERATE_USE_FSDP", "ACCELERATE_USE_DEEPSPEED"])
+def test_a_sharded_engine_is_refused_with_the_supported_alternatives(monkeypatch, flag):
+    """What ``accelerate launch`` sets for an FSDP or DeepSpeed config (on CPUs accelerate
+    would otherwise fall back to plain data parallelism silently)."""
+    monkeypatch.setenv(flag, "true")
+    with pytest.raises(ConfigError, match=r"ddp\.yaml.*TRL plug-ins"):
+        Engine()

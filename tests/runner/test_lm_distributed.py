@@ -73,9 +73,10 @@ def adapter(run: Path) -> dict[str, torch.Tensor]:
 
 
 def assert_same_run(a: Path, b: Path) -> None:
-    """The same λ at every record and the same trained adapter, to 1e-5."""
-    lams = [[r.get("dual/lambda") for r in records(run)] for run in (a, b)]
-    assert len(lams[0]) == len(lams[1]) and None not in lams[0]
+    """The same λ at every record (keys with a multiplier) and the same trained adapter, to
+    1e-5."""
+    lams = [[r.get("dual/lambda", 0.0) for r in records(run)] for run in (a, b)]
+    assert len(lams[0]) == len(lams[1]) > 0
     torch.testing.assert_close(lams[0], lams[1], rtol=0, atol=1e-5)
     wa, wb = adapter(a), adapter(b)
     assert wa.keys() == wb.keys()
@@ -84,7 +85,7 @@ def assert_same_run(a: Path, b: Path) -> None:
 
 
 def one_process(tmp_path: Path, name: str, *args: str) -> Path:
-    assert main(["train", *args, "--output-dir", str(tmp_path / name)]) == 0
+    assert main(["train", *args, "--quiet", "--output-dir", str(tmp_path / name)]) == 0
     return tmp_path / name
 
 
@@ -155,3 +156,10 @@ def test_data_parallel_launches_take_every_key_and_online_keys_need_whole_prompt
     with pytest.raises(ConfigError, match="prompts_per_step = 3 must be a multiple of the 2"):
         check_processes(odd, two_processes())
     check_processes(odd, Reductions())  # one process takes any count
+
+
+def test_a_loss_that_drops_pairs_is_split_by_the_pairs_it_keeps(tmp_path):
+    """safe_dpo drops the pairs whose responses are both unsafe and averages over the rest, so
+    micro-batches (and processes) count by their share of the kept pairs."""
+    one = one_process(tmp_path, "one", "safe_dpo:tiny")
+    assert_same_run(one, one_process(tmp_path, "two", "safe_dpo:tiny", *ACCUMULATE))

@@ -40,6 +40,24 @@ from constrained_align.utils.distributed import use_cpu_processes
 
 #: The distributed types of accelerate our own loop runs under.
 SUPPORTED = ("NO", "MULTI_CPU", "MULTI_GPU")
+#: What ``accelerate launch`` sets for a sharded engine (on CPUs accelerate itself would fall
+#: back to plain data parallelism without a word).
+SHARDED_FLAGS = {"ACCELERATE_USE_FSDP": "FSDP", "ACCELERATE_USE_DEEPSPEED": "DEEPSPEED"}
+
+
+def check_engine(kind: str) -> None:
+    """Refuse a sharded engine (asked for by the launch, or prepared by accelerate)."""
+    from accelerate.utils import parse_flag_from_env
+
+    asked = [name for flag, name in SHARDED_FLAGS.items() if parse_flag_from_env(flag)]
+    if asked or kind not in SUPPORTED:
+        raise ConfigError(
+            f"accelerate's {(asked or [kind])[0]} engine shards the base model in place, and "
+            "our own loop switches adapters on one shared base (actor, reference, critics) and "
+            "adds critics after preparing it: launch with a DDP config "
+            "(examples/accelerate/ddp.yaml), or train with the TRL plug-ins "
+            "(ConstrainedDPOTrainer, LagrangianCallback; docs/SEVERAL_GPUS.md)"
+        )
 
 
 class _LossModule(nn.Module):
@@ -97,16 +115,9 @@ class Engine:
     ) -> None:
         self.accumulation = gradient_accumulation_steps
         self.mixed_precision = mixed_precision or launch_precision()
+        check_engine("NO")  # before accelerate prepares anything
         self.accelerator = _accelerator(self.mixed_precision, gradient_accumulation_steps)
-        kind = self.accelerator.distributed_type.name
-        if kind not in SUPPORTED:
-            raise ConfigError(
-                f"accelerate's {kind} engine shards the base model in place, and our own loop "
-                "switches adapters on one shared base (actor, reference, critics) and adds "
-                "critics after preparing it: launch with a DDP config "
-                "(examples/accelerate/ddp.yaml), or train with the TRL plug-ins "
-                "(ConstrainedDPOTrainer, LagrangianCallback), which run under FSDP and ZeRO-3"
-            )
+        check_engine(self.accelerator.distributed_type.name)
         self.world_size = self.accelerator.num_processes
         self._wrapped: tuple[frozenset[int], nn.Module] | None = None
         self._optimizers: dict[int, Any] = {}
