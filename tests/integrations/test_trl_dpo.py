@@ -412,7 +412,7 @@ def test_multi_turn_rows_go_through_the_chat_template(tmp_path: object) -> None:
         ({"loss": "lagrangian"}, "needs λ"),
         ({"loss": "dpo", "primal_dual": "pd"}, "has no λ"),
         ({"loss": "safe_dpo", "stock": True}, "only canonical"),
-        ({"loss": "dpo", "args": {"loss_type": ["ipo"]}}, "loss_type"),
+        ({"loss": "safe_dpo", "args": {"loss_type": ["ipo"]}}, "loss_type"),
     ],
 )
 def test_invalid_setups_are_rejected(tmp_path: object, kwargs: dict, match: str) -> None:

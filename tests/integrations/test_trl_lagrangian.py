@@ -335,6 +335,19 @@ def test_attach_checks(policy_dir: str, tmp_path: Path):
         callback.attach(trainer_with([distinct_reward, other_cost]))
     with pytest.raises(ValueError, match="beta = 0"):
         callback.attach(trainer_with([distinct_reward, callback.cost_fn], beta=0.0))
+    with pytest.raises(ValueError, match=r"reward_weights\[1\] = 2.0 is the cost function's"):
+        callback.attach(
+            trainer_with([distinct_reward, callback.cost_fn], reward_weights=[1.0, 2.0])
+        )
+    with pytest.warns(UserWarning, match="normalize_then_sum"):
+        callback.attach(
+            trainer_with(
+                [distinct_reward, callback.cost_fn],
+                multi_objective_aggregation="normalize_then_sum",
+                reward_weights=[3.0, 1.0],  # the reward's own weight is the user's to set
+            )
+        )
+    callback = LagrangianCallback(byte_mean_cost, dual=projected(0.0, 0.5, 0.0))
     trainer = trainer_with([distinct_reward, callback.cost_fn], scale_rewards="group")
     with pytest.warns(UserWarning, match="scale_rewards='group'"):
         callback.attach(trainer)

@@ -1,14 +1,21 @@
 """``ConstrainedDPOTrainer``: TRL's ``DPOTrainer`` with our offline losses and our PrimalDual.
 
 The subclass keeps everything stock TRL does — tokenisation and chat templates, the reference
-model (an explicit ``ref_model``, PEFT adapters disabled, or precomputed log-probs), the fused
-LM head that gives per-token log-probs without materialising the logits, logging, saving — and
-swaps in one of our losses (:mod:`~constrained_align.integrations.trl.pair_losses`):
+model (an explicit ``ref_model``, PEFT adapters disabled or a ``ref`` adapter, or precomputed
+log-probs), the fused LM head that gives per-token log-probs without materialising the logits,
+logging, saving — and trains one of these (:mod:`~constrained_align.integrations.trl.pair_losses`):
 
-- ``dpo`` (ALGORITHMS.md §3.4), numerically the stock ``sigmoid`` loss;
+- ``dpo``: stock ``DPOTrainer`` itself. The batch goes to TRL's own loss computation, so every
+  ``DPOConfig`` option and TRL's metrics are TRL's (delegating rather than re-implementing
+  keeps the parity exact and follows TRL as it changes);
 - ``lagrangian`` (§3.5–3.8, the C-DPO / CAN / CAID inner step): DPO against the soft label
   p = σ(((r_c − λc_c) − (r_r − λc_r))/T) with λ = ``primal_dual.lam()``;
 - ``safe_dpo`` (§3.10) and ``bfpo`` (§3.11, β is τ).
+
+A constrained loss takes the place of TRL's main term; which ``DPOConfig`` options combine with
+it, and why the others are refused, is in :mod:`~constrained_align.integrations.trl.dpo_options`.
+It logs the metrics stock logs (``rewards/*``, ``logps/*``, ``entropy``, ``logits/*``,
+``mean_token_accuracy``, ``num_tokens``, ``aux_loss`` for MoE models), computed the same way.
 
 Data: canonical rows (``prompt, response_0, response_1, better_response_id, ...,
 reward_0/1, cost_0/1``) or stock ``chosen``/``rejected`` rows (then only ``dpo``). See
@@ -63,6 +70,7 @@ from constrained_align.integrations.trl.columns import (
     SafetyColumnsCollator,
     to_pair_columns,
 )
+from constrained_align.integrations.trl.dpo_options import check_options
 from constrained_align.integrations.trl.dual import (
     DualSignal,
     DualStepCallback,
@@ -74,6 +82,7 @@ from constrained_align.integrations.trl.pair_losses import (
     finite,
     get_loss,
 )
+from constrained_align.integrations.trl.token_metrics import token_metrics
 from constrained_align.primal_dual import (
     PrimalDual,
     load_dual_state,
@@ -86,23 +95,6 @@ if TYPE_CHECKING:
 
 # Keys of a TRL preference batch that are not model inputs.
 _NON_MODEL_KEYS = frozenset({"completion_mask", "ref_chosen_logps", "ref_rejected_logps"})
-
-
-def _check_config(args: DPOConfig) -> None:
-    """Reject DPOConfig options that our losses would silently ignore."""
-    problems = []
-    if list(args.loss_type) != ["sigmoid"]:
-        problems.append(f"loss_type={args.loss_type} (pick the loss with `loss=`)")
-    if args.ld_alpha is not None:
-        problems.append("ld_alpha")
-    if args.f_divergence_type != "reverse_kl":
-        problems.append(f"f_divergence_type={args.f_divergence_type!r}")
-    if args.use_weighting:
-        problems.append("use_weighting")
-    if args.label_smoothing:
-        problems.append("label_smoothing")
-    if problems:
-        raise ValueError("ConstrainedDPOTrainer does not support " + ", ".join(problems))
 
 
 def _cost_range(dataset: Dataset | IterableDataset) -> float | None:
@@ -121,7 +113,8 @@ class ConstrainedDPOTrainer(DPOTrainer):
     Args:
         model: as for ``DPOTrainer`` (id, path, model or PeftModel).
         ref_model: the reference; None means TRL's default (PEFT: adapters disabled).
-        args: a ``DPOConfig``; β is ``args.beta``. ``loss_type`` must stay ``["sigmoid"]``.
+        args: a ``DPOConfig``; β is ``args.beta``. With ``loss="dpo"`` every option is TRL's;
+            with a constrained loss see :mod:`.dpo_options`.
         data_collator: None for TRL's preference collator; either way it is wrapped so the
             extra columns come out as tensors.
         train_dataset: canonical pair rows, or stock ``chosen``/``rejected`` rows.
@@ -176,8 +169,7 @@ class ConstrainedDPOTrainer(DPOTrainer):
         self.loss_spec = get_loss(loss)
         self._check_multiplier(primal_dual, dual)
         check_hyper_parameters(temperature, delta, b1)
-        if args is not None:  # TRL's default DPOConfig needs no check
-            _check_config(args)
+        main = check_options(args or DPOConfig(output_dir="unused"), loss)
         super().__init__(
             model,
             ref_model=ref_model,
@@ -192,10 +184,8 @@ class ConstrainedDPOTrainer(DPOTrainer):
             quantization_config=quantization_config,
             peft_config=peft_config,
         )
-        if self.aux_loss_enabled:
-            raise ValueError("ConstrainedDPOTrainer does not add the MoE router auxiliary loss")
         self.loss_params = LossParams(
-            beta=self.beta, temperature=temperature, delta=delta, b1=b1, alpha=alpha
+            beta=self.beta, temperature=temperature, delta=delta, b1=b1, alpha=alpha, main=main
         )
         self.data_collator = SafetyColumnsCollator(self.data_collator)
         self.primal_dual = primal_dual
@@ -249,22 +239,20 @@ class ConstrainedDPOTrainer(DPOTrainer):
         model_inputs = {k: v for k, v in inputs.items() if k not in EXTRA_COLUMNS}
         return super().compute_ref_log_probs(model, model_inputs)
 
-    def _policy_logps(
+    def _policy_forward(
         self, model: nn.Module, inputs: Mapping[str, Tensor]
-    ) -> tuple[Tensor, Tensor]:
-        """``(B,)`` chosen and rejected sequence log-probs, as TRL's ``_compute_loss`` sums them.
-
-        One forward over the ``[chosen; rejected]`` block through TRL's fused LM head, which
-        returns per-token log-probs of the next token, zero outside the completion.
-        """
+    ) -> tuple[Any, Tensor, Tensor]:
+        """One forward over the ``[chosen; rejected]`` block through TRL's fused LM head:
+        its outputs, the ``(2B, T − 1)`` per-token log-probs of the next token (zero outside the
+        completion) and the shifted completion mask."""
         kwargs = {k: v for k, v in inputs.items() if k not in _NON_MODEL_KEYS}
-        completion_mask = inputs["completion_mask"]  # (2B, T)
-        labels = inputs["input_ids"].masked_fill(completion_mask == 0, -100)
+        if self.aux_loss_enabled:
+            kwargs["output_router_logits"] = True
+        mask = inputs["completion_mask"][..., 1:]  # (2B, T − 1)
+        labels = inputs["input_ids"].masked_fill(inputs["completion_mask"] == 0, -100)
         outputs = model(**kwargs, labels=labels, use_cache=False, fused_lm_head=True)
         # Prompt-learning PEFT prepends virtual tokens: keep the last T − 1 positions.
-        per_token = outputs.log_probs[:, -(completion_mask.size(1) - 1) :]  # (2B, T−1)
-        chosen, rejected = per_token.sum(dim=1).chunk(2, dim=0)
-        return chosen, rejected
+        return outputs, outputs.log_probs[:, -mask.size(1) :], mask
 
     def _reference_logps(self, inputs: Mapping[str, Tensor]) -> tuple[Tensor, Tensor]:
         """``(B,)`` reference log-probs: precomputed columns, ``ref_model``, or adapters off."""
@@ -280,16 +268,29 @@ class ConstrainedDPOTrainer(DPOTrainer):
         return_outputs: bool = False,
         num_items_in_batch: Tensor | None = None,
     ) -> Tensor | tuple[Tensor, Any]:
-        """Our loss on one batch, with TRL-style metrics (TRL's documented extension point)."""
-        mode = "train" if self.model.training else "eval"
-        columns = {k: inputs[k] for k in EXTRA_COLUMNS if k in inputs}
+        """``dpo``: TRL's own loss. Otherwise our loss on one batch in place of TRL's main term,
+        beside TRL's ``sft`` term if asked, with stock's metrics (TRL's extension point)."""
         model_inputs = {k: v for k, v in inputs.items() if k not in EXTRA_COLUMNS}
-        chosen_logps, rejected_logps = self._policy_logps(model, model_inputs)
+        if self.loss_name == "dpo":
+            return super().compute_loss(model, model_inputs, return_outputs, num_items_in_batch)
+        mode = "train" if self.model.training else "eval"
+        outputs, per_token, mask = self._policy_forward(model, model_inputs)
+        chosen_logps, rejected_logps = per_token.sum(dim=1).chunk(2, dim=0)
         ref_chosen, ref_rejected = self._reference_logps(model_inputs)
-        terms = PairTerms(chosen_logps - ref_chosen, rejected_logps - ref_rejected, columns)
+        lengths = model_inputs["completion_mask"].sum(dim=1).chunk(2, dim=0)
+        columns = {k: inputs[k] for k in EXTRA_COLUMNS if k in inputs}
+        terms = PairTerms(
+            chosen_logps - ref_chosen, rejected_logps - ref_rejected, columns, lengths=lengths
+        )
         lam = self.primal_dual.lam() if self.primal_dual is not None else 0.0
-        loss, loss_metrics = self.loss_spec.fn(terms, self.loss_params, lam)
-        self._record_metrics(mode, terms, chosen_logps, rejected_logps, model_inputs)
+        main, loss_metrics = self.loss_spec.fn(terms, self.loss_params, lam)
+        loss = self._weighted_terms(main, per_token, mask)
+        if self.aux_loss_enabled:
+            loss = loss + self.router_aux_loss_coef * outputs.aux_loss
+            aux = self.accelerator.gather_for_metrics(outputs.aux_loss.detach())
+            self._log_metrics(mode, {"aux_loss": aux.mean().item()})
+        self._record_metrics(mode, terms, (chosen_logps, rejected_logps), model_inputs)
+        self._log_metrics(mode, token_metrics(self.accelerator, outputs, mask))
         self._log_metrics(mode, finite(loss_metrics))
         if self.dual_signal is not None:
             self._log_metrics(mode, {"dual/lambda": lam})
@@ -302,6 +303,21 @@ class ConstrainedDPOTrainer(DPOTrainer):
             kwargs = {k: v for k, v in model_inputs.items() if k not in _NON_MODEL_KEYS}
             outputs = model(**kwargs)
         return loss, outputs
+
+    def _weighted_terms(self, main: Tensor, per_token: Tensor, mask: Tensor) -> Tensor:
+        """Σ weight · term over ``loss_type``: our loss for the main term, TRL's ``sft`` (the
+        mean NLL over the chosen completions' tokens) beside it."""
+        weights = self.args.loss_weights or [1.0] * len(self.args.loss_type)
+        total = main.new_zeros(())
+        for kind, weight in zip(self.args.loss_type, weights, strict=True):
+            if kind == "sft":
+                chosen_tokens, _ = per_token.chunk(2, dim=0)
+                chosen_mask, _ = mask.chunk(2, dim=0)
+                term = -chosen_tokens[chosen_mask.bool()].mean()
+            else:
+                term = main
+            total = total + weight * term
+        return total
 
     # --- metrics and the dual signal ------------------------------------------------------------
 
@@ -316,12 +332,12 @@ class ConstrainedDPOTrainer(DPOTrainer):
         self,
         mode: str,
         terms: PairTerms,
-        chosen_logps: Tensor,
-        rejected_logps: Tensor,
+        logps: tuple[Tensor, Tensor],
         inputs: Mapping[str, Tensor],
     ) -> None:
         """TRL's ``rewards/*``, ``logps/*`` and ``num_tokens``, computed as stock computes them."""
         gather = self.accelerator.gather
+        chosen_logps, rejected_logps = logps
         chosen_rewards = self.beta * terms.chosen.detach()  # (B,)
         rejected_rewards = self.beta * terms.rejected.detach()  # (B,)
         means = {

@@ -92,6 +92,19 @@ class RewardWeightsError(RuntimeError):
     """``trainer.reward_weights`` is missing or not the tensor trl 1.16 reads at scoring time."""
 
 
+def _check_user_cost_weight(trainer: Any, cost_index: int) -> None:
+    """Refuse a weight the user gave the cost function: the callback sets it to −λ. (Weights of
+    the other reward functions are kept: λ is then the multiplier of E[c] ≤ d for the weighted
+    sum of rewards, in that sum's units.)"""
+    given = getattr(getattr(trainer, "args", None), "reward_weights", None)
+    if given is not None and float(given[cost_index]) != 1.0:
+        raise ValueError(
+            f"reward_weights[{cost_index}] = {given[cost_index]} is the cost function's weight, "
+            "which the LagrangianCallback sets to −λ at every step; leave it at 1 and scale "
+            "the other reward functions' weights instead"
+        )
+
+
 def checked_reward_weights(trainer: Any) -> Tensor:
     """The trainer's ``reward_weights``: a 1-D float tensor, one weight per reward function.
 
@@ -229,6 +242,7 @@ class LagrangianCallback(TrainerCallback):
         if len(matches) != 1:
             raise ValueError("pass callback.cost_fn exactly once in the trainer's reward_funcs")
         self._check_objective(trainer)
+        _check_user_cost_weight(trainer, matches[0])
         self.trainer, self.cost_index = trainer, matches[0]
         self.cost_fn.connect(self._pending.extend, lambda: bool(trainer.model.training))
         trainer.add_callback(self)

@@ -42,11 +42,13 @@ class PairTerms:
         chosen: ``(B,)`` ℓ(y_c), the more helpful response's log-ratio.
         rejected: ``(B,)`` ℓ(y_r).
         columns: the extra ``(B,)`` columns (:data:`~.columns.EXTRA_COLUMNS`) of the batch.
+        lengths: ``(B,)`` completion token counts of both responses (IPO's normalisation).
     """
 
     chosen: Tensor
     rejected: Tensor
     columns: Mapping[str, Tensor]
+    lengths: tuple[Tensor, Tensor] | None = None
 
     def field(self, name: str) -> tuple[Tensor, Tensor]:
         """``(chosen, rejected)`` values of a field of :data:`~.columns.FIELDS`, as ``(B,)``."""
@@ -64,6 +66,8 @@ class LossParams:
         delta: SafeDPO's margin Δ ≥ 0.
         b1: BFPO's B_1.
         alpha: BFPO's α.
+        main: the Lagrangian loss's main term, ``sigmoid``, ``hinge`` or ``ipo``
+            (:mod:`~constrained_align.integrations.trl.dpo_options`).
     """
 
     beta: float
@@ -71,6 +75,7 @@ class LossParams:
     delta: float = 10.0
     b1: float = 3.0
     alpha: float = 0.5
+    main: str = "sigmoid"
 
     def __post_init__(self) -> None:
         if not self.beta > 0:
@@ -116,11 +121,25 @@ def dpo(terms: PairTerms, params: LossParams, lam: float) -> tuple[Tensor, Metri
 
 
 def lagrangian(terms: PairTerms, params: LossParams, lam: float) -> tuple[Tensor, Metrics]:
-    """DPO against the soft label of r − λc (the C-DPO / CAN / CAID inner step)."""
+    """The soft label of r − λc (the C-DPO / CAN / CAID inner step) in the main term
+    ``params.main``: DPO's sigmoid, SLiC's hinge or IPO's squared loss (derivations in
+    :mod:`~constrained_align.integrations.trl.dpo_options`)."""
     (r_c, r_r), (c_c, c_r) = terms.field("reward"), terms.field("cost")
     label = lagrangian_preference(r_c, c_c, r_r, c_r, lam=lam, temperature=params.temperature)
-    loss, _ = dpo_loss(terms.chosen, terms.rejected, beta=params.beta, label=label)
-    return loss, {"lagrangian/label_mean": float(label.mean())}
+    label = label.to(terms.chosen.dtype)
+    metrics = {"lagrangian/label_mean": float(label.mean())}
+    if params.main == "hinge":
+        z = params.beta * (terms.chosen - terms.rejected)
+        loss = (label * (1 - z).clamp_min(0) + (1 - label) * (1 + z).clamp_min(0)).mean()
+    elif params.main == "ipo":
+        if terms.lengths is None:
+            raise ValueError("the IPO term needs the completions' token counts")
+        chosen = terms.chosen / terms.lengths[0].clamp_min(1)
+        rejected = terms.rejected / terms.lengths[1].clamp_min(1)
+        loss, _ = ipo_squared_loss(chosen, rejected, target=(label - 0.5) / params.beta)
+    else:
+        loss, _ = dpo_loss(terms.chosen, terms.rejected, beta=params.beta, label=label)
+    return loss, metrics
 
 
 def safe_dpo(terms: PairTerms, params: LossParams, lam: float) -> tuple[Tensor, Metrics]:
