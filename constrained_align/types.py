@@ -201,6 +201,11 @@ class Scorer(Protocol):
         """``(B,)`` cost scores; c > 0 means unsafe."""
         ...
 
+    def constraint(self, name: str, sequences: Sequences) -> Tensor:
+        """``(B,)`` the cost of constraint ``name``: ``cost``, or a further one the run names
+        (keys registered with ``multi_constraint`` ask for those)."""
+        ...
+
 
 def weighted_mean(values: Tensor, weight: Tensor | None = None) -> Tensor:
     """Σ w·v / Σ w (plain mean when ``weight`` is None).

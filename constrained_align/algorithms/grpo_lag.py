@@ -7,7 +7,14 @@ surrogate plus β_KL·KL(π_θ‖π_ref) as a loss term. λ: the same ``log_sgd`
 window as ``ppo_lag``, updated once per generation batch before the policy steps.
 
 β_KL = β/(1+λ) for ``kl_placement: reward`` (fixed point exactly π_λ) and β for ``both``
-(the β(1+λ) point of Safe RLHF's code). The KL term is estimated with an unbiased gradient:
+(the β(1+λ) point of Safe RLHF's code).
+
+**Several constraints.** ``dual.constraints`` adds constraints E[c_i] ≤ d_i beside the main
+cost, each with its own λ_i, estimator and cost (``scorers.constraints``: a score model or a
+Python function over text). The advantage is (Â_r − Σ_i λ_i Â_i)/(1 + Σ_i λ_i) and β_KL =
+β/(1 + Σ_i λ_i), whose fixed point is π ∝ π_ref · exp((r − Σ_i λ_i c_i)/β), the optimum of the
+problem with every constraint at the multipliers λ (checked against the exact two-constraint
+optimum on the testbed). The KL term is estimated with an unbiased gradient:
 ρ_t·sg(Σ_{t'≥t} k_t'), whose expectation under π_old at ρ = 1 has gradient ∇KL(π‖π_ref). (The k3
 estimator used as a loss has the gradient of KL(π_ref‖π) instead, a different fixed point.)
 """
@@ -57,6 +64,17 @@ class GRPOLagConfig(OnlineConfig):
     )
 
 
+def combined_advantages(reward: Tensor, costs: dict[str, Tensor], lams: dict[str, float]) -> Tensor:
+    """(Â_r − Σ_i λ_i Â_i) / (1 + Σ_i λ_i) over the constraints i: Safe RLHF's normalised
+    Lagrangian advantage (§3.1), with one term per constraint (one constraint: the usual
+    (Â_r − λÂ_c)/(1 + λ))."""
+    if len(costs) == 1:
+        ((name, cost),) = costs.items()
+        return lagrangian_advantages(reward, cost, lams[name])
+    total = sum(lams[name] for name in costs)
+    return (reward - sum(lams[name] * cost for name, cost in costs.items())) / (1.0 + total)
+
+
 def kl_loss_term(samples: Samples, kl: Tensor, beta_kl: float):
     """β_KL·KL(π_θ‖π_ref) as a function of the current token log-probs of the rows ``rows``
     (None: every row), for ``ppo_update``."""
@@ -88,6 +106,7 @@ def kl_loss_term(samples: Samples, kl: Tensor, beta_kl: float):
     ),
     summary="group-relative reward and cost advantages, (Â_r − λÂ_c)/(1+λ), no critics",
     has_multiplier=True,
+    multi_constraint=True,
     status="experimental",  # no reference implementation exists (ALGORITHMS.md §3.3)
 )
 def train(config: GRPOLagConfig, ctx: RunContext) -> RunResult:
@@ -95,20 +114,27 @@ def train(config: GRPOLagConfig, ctx: RunContext) -> RunResult:
     if config.beta <= 0:
         raise ConfigError("grpo_lag needs beta > 0: without the KL term π_λ is undefined")
     pd = ctx.watch(make_primal_dual(config.dual, beta=config.beta))
+    further = list(config.dual.constraints)
     history: list[dict[str, float]] = []
     for step in range(config.steps):
-        ro = rollout(ctx, step)
+        ro = rollout(ctx, step, further)
         s = ro.samples
         ro.observe_cost(pd)
-        lam = pd.step(step)["cost"]
-        a_r = group_relative_advantages(
-            ro.reward, s.group, scale_by_std=config.scale_by_std, weight=s.weight
+        pd.step(step)
+        lams = pd.lambdas
+
+        def relative(scores: Tensor, s=s) -> Tensor:
+            return group_relative_advantages(
+                scores, s.group, scale_by_std=config.scale_by_std, weight=s.weight
+            )
+
+        costs = {"cost": ro.cost, **ro.further}
+        adv = combined_advantages(
+            relative(ro.reward), {k: relative(c) for k, c in costs.items()}, lams
         )
-        a_c = group_relative_advantages(
-            ro.cost, s.group, scale_by_std=config.scale_by_std, weight=s.weight
-        )
+        lam = sum(lams.values())
         mask = s.logprobs.mask
-        adv = lagrangian_advantages(a_r, a_c, lam).unsqueeze(-1) * mask
+        adv = adv.unsqueeze(-1) * mask
         beta_kl = config.beta / (1.0 + lam) if config.kl_placement == "reward" else config.beta
         kl_term = kl_loss_term(s, ro.kl, beta_kl)
         ptx = ptx_batch(ctx, config, step)

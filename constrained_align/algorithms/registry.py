@@ -83,6 +83,7 @@ class AlgorithmSpec:
     train: Callable[[Any, RunContext], RunResult]
     has_multiplier: bool
     summary: str
+    multi_constraint: bool = False
     _run_configs: dict[str, type[RunConfig]] = field(default_factory=dict, repr=False)
 
     def run_config_class(self, backend: str) -> type[RunConfig]:
@@ -118,6 +119,7 @@ def register(
     summary: str,
     has_multiplier: bool,
     status: Status = "stable",
+    multi_constraint: bool = False,
 ) -> Callable[[Callable[[Any, RunContext], RunResult]], Callable[[Any, RunContext], RunResult]]:
     """Decorator registering ``train`` under ``key``."""
 
@@ -125,7 +127,7 @@ def register(
         if key in REGISTRY:
             raise ValueError(f"algorithm '{key}' registered twice")
         REGISTRY[key] = AlgorithmSpec(
-            key, config, family, paper, status, train, has_multiplier, summary
+            key, config, family, paper, status, train, has_multiplier, summary, multi_constraint
         )
         return train
 

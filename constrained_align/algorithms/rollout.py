@@ -6,7 +6,8 @@ dual step → primal epochs → log, and so that the causal-LM loop reuses them 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -36,6 +37,8 @@ class Rollout:
     pooled_cost: Tensor | None = None
     pooled_weight: Tensor | None = None
     pooled_kl: Tensor | None = None  # sequence KL log π_old − log π_ref
+    further: dict[str, Tensor] = field(default_factory=dict)  # further constraints' costs
+    pooled_further: dict[str, Tensor] = field(default_factory=dict)
 
     @property
     def kl(self) -> Tensor:
@@ -49,19 +52,24 @@ class Rollout:
         self.pooled_cost = dist.gather(self.cost)
         self.pooled_weight = dist.gather(self.samples.weight)
         self.pooled_kl = dist.gather(self.kl.sum(-1))
+        self.pooled_further = {name: dist.gather(c) for name, c in self.further.items()}
         return self
 
     def observe_cost(self, primal_dual: PrimalDual) -> None:
-        """Feed the whole batch's costs (every process's) to the multiplier's estimator."""
+        """Feed the whole batch's costs (every process's) to the multipliers' estimators:
+        ``cost``, and each further constraint's."""
         primal_dual.observe("cost", self.pooled_cost, self.pooled_weight)
+        for name, costs in self.pooled_further.items():
+            primal_dual.observe(name, costs, self.pooled_weight)
 
 
-def rollout(ctx: RunContext, step: int) -> Rollout:
+def rollout(ctx: RunContext, step: int, constraints: Sequence[str] = ()) -> Rollout:
     """Sample the policy on the step's prompts (each process draws its share, and every
     process gets every response), keep this process's share of the prompts' responses, score
     them and have the sampling policy's and the reference's token log-probs (backends that do
     not return them with the samples, like the causal LM, compute them here); then pool the
-    scores over processes."""
+    scores over processes. ``constraints`` names further constraints whose costs are scored
+    too."""
     batch = ctx.task.prompts(step)
     samples = ctx.backend.sample(batch, ctx.task.samples_per_prompt)
     if ctx.dist.world_size > 1:
@@ -73,6 +81,7 @@ def rollout(ctx: RunContext, step: int) -> Rollout:
         if samples.ref_logprobs is None:
             samples.ref_logprobs = ctx.backend.logprobs(seqs, reference=True)
     ro = Rollout(samples, ctx.scorer.reward(seqs).detach(), ctx.scorer.cost(seqs).detach())
+    ro.further = {name: ctx.scorer.constraint(name, seqs).detach() for name in constraints}
     return ro.pool(ctx.dist)
 
 
@@ -230,4 +239,8 @@ def rollout_metrics(ro: Rollout) -> dict[str, float]:
         "rollout/unsafe_fraction": float(weighted_mean((ro.pooled_cost > 0).to(w.dtype), w)),
         "rollout/kl": float(weighted_mean(ro.pooled_kl, w)),
         "rollout/samples": float(len(w)),
+        **{
+            f"rollout/cost/{name}": float(weighted_mean(costs, w))
+            for name, costs in ro.pooled_further.items()
+        },
     }

@@ -238,12 +238,17 @@ class TabularPolicy:
 class TabularScorer:
     """Oracle (or fitted) reward and cost tables as a :class:`~constrained_align.types.Scorer`."""
 
-    def __init__(self, reward: Any, cost: Any) -> None:
+    def __init__(self, reward: Any, cost: Any, constraints: dict[str, Any] | None = None) -> None:
         self.reward_table = as_table(reward)
         self.cost_table = as_table(cost)
+        self.constraint_tables = {"cost": self.cost_table}
+        self.constraint_tables.update({k: as_table(v) for k, v in (constraints or {}).items()})
 
     def reward(self, sequences: TabularSequences) -> Tensor:
         return self.reward_table[sequences.prompt, sequences.response]
 
     def cost(self, sequences: TabularSequences) -> Tensor:
         return self.cost_table[sequences.prompt, sequences.response]
+
+    def constraint(self, name: str, sequences: TabularSequences) -> Tensor:
+        return self.constraint_tables[name][sequences.prompt, sequences.response]

@@ -204,8 +204,17 @@ class ScorersConfig:
     them null to have them trained on the embedded data (``scorer_training``)."""
 
     reward: str | None = param("tiny", "a saved score-model folder, or 'tiny' (random, in code)")
-    cost: str | None = param("tiny", "a saved score-model folder, or 'tiny' (random, in code)")
+    cost: str | None = param(
+        "tiny",
+        "a saved score-model folder, 'tiny' (random, in code), or 'python:module:function' (a "
+        "cost of your own over text)",
+    )
     scorer_batch_size: int = param(64, "responses per score-model forward", check=AT_LEAST_1)
+    constraints: dict[str, str] = param(
+        {},
+        "the cost of each further constraint of dual.constraints, by name: a score model or "
+        "'python:module:function'",
+    )
 
 
 @dataclass
@@ -276,6 +285,14 @@ class LMRunConfig(RunConfig):
         for kind in ("reward", "cost"):
             if getattr(self.scorers, kind) is None:
                 raise ConfigError(f"scorers.{kind} is null: a run needs a saved model or 'tiny'")
+        dual = getattr(self.train, "dual", None)
+        wanted = sorted(dual.constraints) if dual is not None else []
+        if wanted != sorted(self.scorers.constraints):
+            raise ConfigError(
+                f"train.dual.constraints names {wanted} but scorers.constraints names "
+                f"{sorted(self.scorers.constraints)}: each further constraint needs its limit "
+                "and its cost"
+            )
 
 
 RUN_CONFIGS: dict[str, type[RunConfig]] = {

@@ -67,9 +67,16 @@ class DualConfig:
         check=NON_NEGATIVE,
     )
     pid: PIDConfig = param(PIDConfig(), "gains used when multiplier = pid")
+    constraints: dict[str, float] = param(
+        {},
+        "further constraints, name → cost limit (E[c_name] ≤ limit), each with its own λ moved "
+        "by this section's rule; their costs come from scorers.constraints (grpo_lag)",
+    )
 
     def check_fields(self) -> None:
         """Rules that involve several fields of the section."""
+        if "cost" in self.constraints:
+            raise ConfigError("dual.constraints: 'cost' is the main constraint (cost_limit)")
         if self.multiplier == "log_sgd" and self.lambda_init <= 0:
             raise ConfigError(
                 f"multiplier log_sgd moves log λ: lambda_init must be > 0, got {self.lambda_init}"

@@ -21,7 +21,8 @@ def safe_dual_lr(beta: float, cost_range: float) -> float:
 def make_primal_dual(
     dual: DualConfig, *, beta: float, cost_range: float | None = None, init: float | None = None
 ) -> PrimalDual:
-    """The run's PrimalDual with one constraint, ``cost``, built from the config.
+    """The run's PrimalDual, built from the config: the constraint ``cost`` and one more per
+    entry of ``dual.constraints`` (its own λ, estimator and limit; the rule's settings shared).
 
     Args:
         dual: the config section.
@@ -34,24 +35,28 @@ def make_primal_dual(
         if cost_range is None:
             raise ValueError("lambda_lr is null (auto) but no cost range is known to size it")
         lr = safe_dual_lr(beta, cost_range)
-    rule = build_multiplier(
-        dual.multiplier,
-        init=dual.lambda_init if init is None else init,
-        lr=lr,
-        max_value=dual.lambda_max,
-        kp=dual.pid.kp,
-        ki=dual.pid.ki,
-        kd=dual.pid.kd,
-        delay=dual.pid.delay,
-        alpha_p=dual.pid.alpha_p,
-        alpha_d=dual.pid.alpha_d,
-    )
-    estimator = WindowMean(dual.cost_window) if dual.cost_window > 0 else BatchMean()
-    constraint = Constraint(
-        rule=rule,
-        estimator=estimator,
-        cost_limit=dual.cost_limit,
-        update_every=dual.dual_update_every,
-        delay_steps=dual.dual_delay_steps,
-    )
-    return PrimalDual({"cost": constraint})
+    limits = {"cost": dual.cost_limit, **dual.constraints}
+
+    def constraint(limit: float) -> Constraint:
+        rule = build_multiplier(
+            dual.multiplier,
+            init=dual.lambda_init if init is None else init,
+            lr=lr,
+            max_value=dual.lambda_max,
+            kp=dual.pid.kp,
+            ki=dual.pid.ki,
+            kd=dual.pid.kd,
+            delay=dual.pid.delay,
+            alpha_p=dual.pid.alpha_p,
+            alpha_d=dual.pid.alpha_d,
+        )
+        estimator = WindowMean(dual.cost_window) if dual.cost_window > 0 else BatchMean()
+        return Constraint(
+            rule=rule,
+            estimator=estimator,
+            cost_limit=limit,
+            update_every=dual.dual_update_every,
+            delay_steps=dual.dual_delay_steps,
+        )
+
+    return PrimalDual({name: constraint(limit) for name, limit in limits.items()})

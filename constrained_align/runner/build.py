@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from constrained_align import algorithms
 from constrained_align.backends.causal_lm import CausalLMPolicy, LMSettings, PromptBatch
 from constrained_align.backends.causal_lm.engine import Engine
 from constrained_align.backends.causal_lm.loading import ModelPool, load_causal_lm
@@ -58,6 +59,13 @@ def check_run(config: LMRunConfig) -> None:
         value = getattr(getattr(config, section), name)
         if (value is not None or path in POSITIVE) and (value is None or value < 1):
             raise ConfigError(f"{path} must be at least 1, got {value}")
+    dual = getattr(config.train, "dual", None)
+    if dual and dual.constraints and not algorithms.get(config.algorithm).multi_constraint:
+        takers = [k for k, spec in algorithms.REGISTRY.items() if spec.multi_constraint]
+        raise ConfigError(
+            f"train.dual.constraints: {config.algorithm} trains against one cost; further "
+            f"constraints are taken by {', '.join(takers)}"
+        )
 
 
 def dry_run(config: LMRunConfig) -> list[str]:
@@ -72,11 +80,13 @@ def dry_run(config: LMRunConfig) -> list[str]:
         lines.append("policy: " + describe_source(config.model.policy, marker="config.json"))
     except BackboneNotFoundError as err:
         raise ConfigError(f"model.policy: {err}") from err
-    for kind in ("reward", "cost"):
+    specs = {"reward": config.scorers.reward, "cost": config.scorers.cost}
+    specs.update({f"constraints.{k}": v for k, v in config.scorers.constraints.items()})
+    for name, spec in specs.items():
         try:
-            lines.append(describe_scorer(getattr(config.scorers, kind), kind))
+            lines.append(describe_scorer(spec, name))
         except BackboneNotFoundError as err:
-            raise ConfigError(f"scorers.{kind}: {err}") from err
+            raise ConfigError(f"scorers.{name}: {err}") from err
     return lines
 
 
@@ -139,12 +149,18 @@ def load_prompt_batch(config: LMRunConfig, pairs: list[dict[str, Any]]) -> Promp
 
 
 def build_scorer(config: LMRunConfig, cache: DiskCache | None, *, progress: bool) -> SequenceScorer:
-    """The run's reward and cost models, scoring text with their own tokenizers."""
+    """The run's reward and cost models (and those of further constraints), scoring text
+    with their own tokenizers, or Python functions over text."""
     size = config.scorers.scorer_batch_size
+
+    def load(spec: str, kind: str) -> Any:
+        return load_scorer(spec, kind, batch_size=size, progress=progress)
+
     return SequenceScorer(
-        load_scorer(config.scorers.reward, "reward", batch_size=size, progress=progress),
-        load_scorer(config.scorers.cost, "cost", batch_size=size, progress=progress),
+        load(config.scorers.reward, "reward"),
+        load(config.scorers.cost, "cost"),
         cache=cache,
+        constraints={name: load(spec, "cost") for name, spec in config.scorers.constraints.items()},
     )
 
 

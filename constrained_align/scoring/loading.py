@@ -10,6 +10,11 @@ from pathlib import Path
 from constrained_align.config import ConfigError
 from constrained_align.models import describe_source
 from constrained_align.scoring.external import describe_external
+from constrained_align.scoring.function_scorer import (
+    FunctionScorer,
+    import_function,
+    is_function_spec,
+)
 from constrained_align.scoring.score_model import CONFIG_NAME, ScoreModel
 from constrained_align.scoring.shipped import JUDGES, shipped_path
 from constrained_align.scoring.text_scorer import TextScorer
@@ -37,9 +42,11 @@ def load_scorer(
             f"scorers.{kind}: {spec} is an evaluation-only judge; train against "
             f"default-{kind} or a model of your own"
         )
+    if is_function_spec(spec):
+        return FunctionScorer(spec)  # type: ignore[return-value]  # scores like a TextScorer
     if spec == "tiny":
         model = ScoreModel.from_backbone(
-            "tiny-encoder", kind, max_length=128, seed=TINY_SCORER_SEEDS[kind]
+            "tiny-encoder", kind, max_length=128, seed=TINY_SCORER_SEEDS.get(kind, 3)
         )
         return TextScorer(model, batch_size=batch_size, progress=progress)
     try:
@@ -55,6 +62,9 @@ def describe_scorer(spec: str | None, kind: str) -> str:
         raise ConfigError(f"scorers.{kind} is null: a run needs a saved model or 'tiny'")
     if spec == "tiny":
         return f"{kind}: tiny (random tiny-encoder model built in code)"
+    if is_function_spec(spec):
+        import_function(spec)  # fails now on a bad spec, before any model loads
+        return f"{kind}: {spec} (a Python function over text)"
     if spec in JUDGES:
         raise ConfigError(f"scorers.{kind}: {spec} is an evaluation-only judge")
     if shipped_path(spec):

@@ -173,20 +173,32 @@ class SequenceScorer:
     Args:
         reward: the reward scorer (helpfulness).
         cost: the cost scorer (c > 0 unsafe).
+        constraints: the scorers of further constraints, by name (score models, or
+            :class:`~constrained_align.scoring.function_scorer.FunctionScorer`).
         cache: an object with ``get(key)``/``put(key, value)`` (e.g.
             :class:`~constrained_align.utils.cache.DiskCache`), or None.
     """
 
-    def __init__(self, reward: TextScorer, cost: TextScorer, *, cache: Any = None) -> None:
-        self.scorers = {"reward": reward, "cost": cost}
+    def __init__(
+        self,
+        reward: TextScorer,
+        cost: TextScorer,
+        *,
+        cache: Any = None,
+        constraints: dict[str, Any] | None = None,
+    ) -> None:
+        self.scorers = {"reward": reward, "cost": cost, **(constraints or {})}
         self.cache = cache
         self._fingerprints: dict[str, str] = {}
         self.seconds = 0.0  # time spent scoring (cache hits excluded)
 
     def fingerprint(self, kind: str) -> str:
-        """Content hash of a score model's weights (computed once)."""
+        """Content hash of a score model's weights, or a scorer's own ``fingerprint()`` (a
+        function's source), computed once."""
         if kind not in self._fingerprints:
-            self._fingerprints[kind] = state_fingerprint(self.scorers[kind].model)
+            scorer = self.scorers[kind]
+            own = getattr(scorer, "fingerprint", None)
+            self._fingerprints[kind] = own() if callable(own) else state_fingerprint(scorer.model)
         return self._fingerprints[kind]
 
     def _score(self, kind: str, sequences: Any) -> Tensor:
@@ -208,3 +220,14 @@ class SequenceScorer:
     def cost(self, sequences: Any) -> Tensor:
         """``(B,)`` cost of each row; c > 0 means unsafe."""
         return self._score("cost", sequences)
+
+    def constraint(self, name: str, sequences: Any) -> Tensor:
+        """``(B,)`` cost of constraint ``name`` (``cost``, or a further one) of each row."""
+        if name not in self.scorers or name == "reward":
+            raise KeyError(f"no cost for constraint {name!r}; known: {self.constraint_names}")
+        return self._score(name, sequences)
+
+    @property
+    def constraint_names(self) -> list[str]:
+        """``cost`` and the further constraints' names."""
+        return [name for name in self.scorers if name != "reward"]

@@ -188,3 +188,42 @@ def tv_distance(p: np.ndarray, q: np.ndarray, prompt_weights: np.ndarray | None 
     if prompt_weights is None:
         return float(per_prompt.mean())
     return float(prompt_weights @ per_prompt)
+
+
+def several_constraints_optimum(
+    bandit: Bandit, costs: dict[str, Any], limits: dict[str, float]
+) -> tuple[dict[str, float], np.ndarray]:
+    """The exact optimum with further constraints E[c_i] ≤ d_i beside the bandit's own.
+
+    π_λ ∝ π_ref · exp((r − λ_0 c − Σ_i λ_i c_i)/β), with λ ≥ 0 minimising the convex dual
+    D(λ) = β E_ρ log Z_λ + λ_0 d + Σ_i λ_i d_i, whose gradient is d − E_{π_λ}[c] per constraint
+    (ALGORITHMS.md §1.3, one term per constraint). Returns ``({"cost": λ_0, name: λ_i, ...},
+    π*)``.
+    """
+    from scipy.optimize import minimize
+
+    names = ["cost", *costs]
+    tables = np.stack([bandit.cost, *(np.asarray(_array(costs[n]), float) for n in costs)])
+    d = np.array([bandit.cost_limit, *(limits[n] for n in costs)])
+    log_ref = np.log(bandit.ref_probs)
+
+    def policy(lam: np.ndarray) -> np.ndarray:
+        logits = log_ref + (bandit.reward - np.tensordot(lam, tables, axes=1)) / bandit.beta
+        return np.exp(logits - logsumexp(logits, axis=-1, keepdims=True))
+
+    def dual(lam: np.ndarray) -> tuple[float, np.ndarray]:
+        logits = log_ref + (bandit.reward - np.tensordot(lam, tables, axes=1)) / bandit.beta
+        value = bandit.beta * bandit.prompt_weights @ logsumexp(logits, axis=-1) + lam @ d
+        pi = policy(lam)
+        expected = np.array([bandit.expected(pi, table) for table in tables])
+        return float(value), d - expected
+
+    found = minimize(
+        dual,
+        np.zeros(len(names)),
+        jac=True,
+        method="L-BFGS-B",
+        bounds=[(0.0, None)] * len(names),
+        options={"ftol": 1e-15, "gtol": 1e-12, "maxiter": 10_000},
+    )
+    return dict(zip(names, map(float, found.x))), policy(found.x)
