@@ -28,9 +28,11 @@ def _count_generate(backend: RunBackend, monkeypatch) -> list[int]:
     calls: list[int] = []
     inner = backend.inner.sample
 
-    def counted(prompts, num_samples, *, reference, seed, sampling):
+    def counted(prompts, num_samples, *, reference, seed, sampling, row_ids=None):
         calls.append(seed)
-        return inner(prompts, num_samples, reference=reference, seed=seed, sampling=sampling)
+        return inner(
+            prompts, num_samples, reference=reference, seed=seed, sampling=sampling, row_ids=row_ids
+        )
 
     monkeypatch.setattr(backend.inner, "sample", counted)
     return calls

@@ -37,6 +37,7 @@ from constrained_align.backends.causal_lm.identity import (
     weights_fingerprint,
 )
 from constrained_align.backends.causal_lm.logprobs import gathered_logprobs
+from constrained_align.backends.causal_lm.micro_batches import micro_batches
 from constrained_align.backends.causal_lm.sampling import generate_batches
 from constrained_align.backends.causal_lm.sequences import (
     LMSequences,
@@ -48,27 +49,11 @@ from constrained_align.backends.causal_lm.sequences import (
     response_token_ids,
     unwrap,
 )
-from constrained_align.backends.causal_lm.weights import FullWeights, LoraWeights
-from constrained_align.config import LM_CRITIC_LR, LM_LR, ConfigError, OptimConfig
-from constrained_align.types import LogProbs, Samples, TrainingError, check_finite
+from constrained_align.backends.causal_lm.weights import FullWeights, LoraWeights, check_weights
+from constrained_align.config import LM_CRITIC_LR, LM_LR, OptimConfig
+from constrained_align.types import LogProbs, Samples, check_finite
 from constrained_align.utils.cache import content_key
 from constrained_align.utils.distributed import Reductions
-
-#: No trained weight of a working language model comes near this magnitude; past it the
-#: weights diverged (a normalisation layer can hide that from the loss for a while).
-WEIGHT_LIMIT = 1e8
-
-
-def check_weights(params: list[torch.nn.Parameter], step: int) -> None:
-    """Raise :class:`TrainingError` when a trained weight is not finite or above
-    :data:`WEIGHT_LIMIT` in magnitude."""
-    for p in params:
-        top = float(p.detach().abs().max()) if p.numel() else 0.0
-        if not top <= WEIGHT_LIMIT:  # also catches NaN
-            raise TrainingError(
-                f"step {step}: a trained weight reached {top:.3g} (the limit is "
-                f"{WEIGHT_LIMIT:g}): the weights diverged; the run stopped"
-            )
 
 
 def lm_samples(sequences: LMSequences, num_prompts: int, num_samples: int) -> Samples:
@@ -320,7 +305,7 @@ class CausalLMPolicy:
         params = self.trainable()
         module = engine.wrap([self.weights.model, *self.critics.modules()], params)
         optimizer = engine.optimizer(self.optimizer)
-        parts = self._micro_batches(closure, weight)
+        parts = micro_batches(closure, weight, engine.accumulation, self.reductions)
         loss_sum = 0.0
         for (part, share), context in zip(parts, engine.micro_steps(module)):
             with context:
@@ -336,33 +321,6 @@ class CausalLMPolicy:
         check_weights(params, step)
         self.steps = step
         return float(self.reductions.gather(torch.tensor([loss_sum])).sum())
-
-    def _micro_batches(
-        self, closure: Callable[..., Tensor], weight: Tensor | None
-    ) -> list[tuple[Callable[[], Tensor], float]]:
-        """The step's micro-batch closures, each with its share of the loss over processes."""
-        parts = self.engine.accumulation
-        if weight is None:
-            if parts > 1:
-                raise ConfigError(
-                    "this step's loss cannot be split into micro-batches: set "
-                    "engine.gradient_accumulation_steps to 1"
-                )
-            return [(closure, 1.0 / self.reductions.world_size)]
-        weight = weight.detach().double().cpu()
-        total = float(self.reductions.gather(weight.sum().reshape(1)).sum())
-        if parts == 1:
-            return [(lambda: closure(None), float(weight.sum()) / total)]
-        # A micro-batch left without rows (fewer rows than micro-batches) runs the first row
-        # at share 0: every micro-step then has a backward, as the engine's all-reduce needs.
-        first = torch.zeros(1, dtype=torch.long)
-        return [
-            (
-                lambda rows=rows: closure(rows if len(rows) else first),
-                float(weight[rows].sum()) / total,
-            )
-            for rows in torch.arange(len(weight)).tensor_split(parts)
-        ]
 
     def fork(self) -> CausalLMPolicy:
         """A new policy at the reference that shares this backend's reference weights."""

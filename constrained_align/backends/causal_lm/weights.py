@@ -21,6 +21,24 @@ from typing import Any
 import torch
 from torch import nn
 
+from constrained_align.types import TrainingError
+
+#: No trained weight of a working language model comes near this magnitude; past it the
+#: weights diverged (a normalisation layer can hide that from the loss for a while).
+WEIGHT_LIMIT = 1e8
+
+
+def check_weights(params: list[torch.nn.Parameter], step: int) -> None:
+    """Raise :class:`TrainingError` when a trained weight is not finite or above
+    :data:`WEIGHT_LIMIT` in magnitude."""
+    for p in params:
+        top = float(p.detach().abs().max()) if p.numel() else 0.0
+        if not top <= WEIGHT_LIMIT:  # also catches NaN
+            raise TrainingError(
+                f"step {step}: a trained weight reached {top:.3g} (the limit is "
+                f"{WEIGHT_LIMIT:g}): the weights diverged; the run stopped"
+            )
+
 
 def _frozen(model: nn.Module) -> nn.Module:
     for p in model.parameters():

@@ -71,110 +71,24 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import trl
 from accelerate.utils import gather_object
-from torch import Tensor
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from constrained_align.config import DualConfig
+from constrained_align.integrations.trl.lagrangian_checks import (
+    build_primal_dual,
+    check_primal_dual,
+    check_user_cost_weight,
+    checked_reward_weights,
+    resolve_checkpoint,
+)
 from constrained_align.integrations.trl.score_funcs import CostFunction, ScoreFunction, Scorer
 from constrained_align.primal_dual import (
-    Exact,
     PrimalDual,
     load_dual_state,
-    make_primal_dual,
     save_dual_state,
 )
-
-
-class RewardWeightsError(RuntimeError):
-    """``trainer.reward_weights`` is missing or not the tensor trl 1.16 reads at scoring time."""
-
-
-def _check_user_cost_weight(trainer: Any, cost_index: int) -> None:
-    """Refuse a weight the user gave the cost function: the callback sets it to −λ. (Weights of
-    the other reward functions are kept: λ is then the multiplier of E[c] ≤ d for the weighted
-    sum of rewards, in that sum's units.)"""
-    given = getattr(getattr(trainer, "args", None), "reward_weights", None)
-    if given is not None and float(given[cost_index]) != 1.0:
-        raise ValueError(
-            f"reward_weights[{cost_index}] = {given[cost_index]} is the cost function's weight, "
-            "which the LagrangianCallback sets to −λ at every step; leave it at 1 and scale "
-            "the other reward functions' weights instead"
-        )
-
-
-def checked_reward_weights(trainer: Any) -> Tensor:
-    """The trainer's ``reward_weights``: a 1-D float tensor, one weight per reward function.
-
-    Raises:
-        RewardWeightsError: if the internal attribute is missing or has another type or shape.
-    """
-    weights = getattr(trainer, "reward_weights", None)
-    funcs = getattr(trainer, "reward_funcs", None)
-    ok = (
-        isinstance(weights, Tensor)
-        and weights.ndim == 1
-        and weights.is_floating_point()
-        and funcs is not None
-        and weights.numel() == len(funcs)
-    )
-    if not ok:
-        found = "missing" if weights is None else f"{type(weights).__name__} {_shape(weights)}"
-        raise RewardWeightsError(
-            f"{type(trainer).__name__}.reward_weights is {found}; expected a 1-D float tensor with "
-            f"one weight per reward function ({len(funcs or [])}). LagrangianCallback writes −λ "
-            "into this internal TRL attribute, which trl 1.16 reads each time it scores a "
-            f"generation batch; the installed trl {trl.__version__} does not provide it as "
-            "expected. Pin trl~=1.16 or adapt constrained_align.integrations.trl.lagrangian."
-        )
-    return weights
-
-
-def _shape(value: Any) -> str:
-    return str(tuple(value.shape)) if hasattr(value, "shape") else ""
-
-
-def _check_primal_dual(primal_dual: PrimalDual, name: str) -> None:
-    """Exactly one constraint, ``name``, with an on-policy estimator and a stepwise rule."""
-    if set(primal_dual.constraints) != {name}:
-        raise ValueError(
-            f"LagrangianCallback drives one constraint, {name!r}; the PrimalDual has "
-            f"{sorted(primal_dual.constraints)}"
-        )
-    constraint = primal_dual.constraints[name]
-    if constraint.estimator is None:
-        raise ValueError(
-            f"constraint {name!r} has no estimator; the callback feeds raw on-policy costs, so "
-            "give it a WindowMean, BatchMean or EMA"
-        )
-    if isinstance(constraint.rule, Exact):
-        raise ValueError("the exact rule needs λ ↦ e(λ), not on-policy costs; use another rule")
-
-
-def _build_primal_dual(primal_dual: PrimalDual | None, dual: DualConfig | None) -> PrimalDual:
-    if (primal_dual is None) == (dual is None):
-        raise ValueError("pass exactly one of primal_dual and dual")
-    if primal_dual is not None:
-        return primal_dual
-    if dual.lambda_lr is None and dual.multiplier in ("projected", "log_sgd", "pid"):
-        raise ValueError(
-            "dual.lambda_lr is null (auto), but online training knows no cost range to size the "
-            "dual step (8β/(c_max − c_min)², ALGORITHMS.md §1.4): set lambda_lr, or pass "
-            "primal_dual=make_primal_dual(dual, beta=..., cost_range=...)"
-        )
-    return make_primal_dual(dual, beta=0.0)
-
-
-def _resolve_checkpoint(resume: str | bool | None, output_dir: str) -> str | None:
-    """The checkpoint folder ``Trainer.train`` will resume from (None: a fresh start)."""
-    if resume is True:
-        last = get_last_checkpoint(output_dir)
-        if last is None:
-            raise ValueError(f"no valid checkpoint found in output directory ({output_dir})")
-        return last
-    return str(resume) if resume else None
 
 
 class LagrangianCallback(TrainerCallback):
@@ -203,8 +117,8 @@ class LagrangianCallback(TrainerCallback):
         cost_name: str = "cost",
         allow_no_kl: bool = False,
     ):
-        self.primal_dual = _build_primal_dual(primal_dual, dual)
-        _check_primal_dual(self.primal_dual, constraint)
+        self.primal_dual = build_primal_dual(primal_dual, dual)
+        check_primal_dual(self.primal_dual, constraint)
         self.constraint = constraint
         self.allow_no_kl = allow_no_kl
         self.cost_fn = cost if isinstance(cost, CostFunction) else CostFunction(cost, cost_name)
@@ -242,7 +156,7 @@ class LagrangianCallback(TrainerCallback):
         if len(matches) != 1:
             raise ValueError("pass callback.cost_fn exactly once in the trainer's reward_funcs")
         self._check_objective(trainer)
-        _check_user_cost_weight(trainer, matches[0])
+        check_user_cost_weight(trainer, matches[0])
         self.trainer, self.cost_index = trainer, matches[0]
         self.cost_fn.connect(self._pending.extend, lambda: bool(trainer.model.training))
         trainer.add_callback(self)
@@ -278,7 +192,7 @@ class LagrangianCallback(TrainerCallback):
         def train_restoring_dual(
             resume_from_checkpoint: str | bool | None = None, *args: Any, **kwargs: Any
         ) -> Any:
-            path = _resolve_checkpoint(resume_from_checkpoint, trainer.args.output_dir)
+            path = resolve_checkpoint(resume_from_checkpoint, trainer.args.output_dir)
             if path is not None:
                 self.load(path)
             return train(path, *args, **kwargs)
