@@ -37,6 +37,9 @@ class TextScorer:
         cache: remember every score by (context, prompt, response), so that scoring the same
             text again (an evaluation that reports overall and per source, then plots) costs
             nothing. Off by default: a policy's fresh samples rarely repeat.
+        keep_tokens: remember every input's tokens by (context, prompt, response), for a
+            scorer that scores the same texts again as its weights change (validation after
+            every training epoch): the texts are tokenized once.
     """
 
     def __init__(
@@ -47,6 +50,7 @@ class TextScorer:
         device: str | torch.device | None = None,
         progress: bool = True,
         cache: bool = False,
+        keep_tokens: bool = False,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
@@ -57,6 +61,7 @@ class TextScorer:
         self.progress = progress
         self.path: Path | None = None
         self._cache: dict[tuple[str, str, str], float] | None = {} if cache else None
+        self._tokens: dict[tuple[str, str, str], Encoded] | None = {} if keep_tokens else None
 
     @classmethod
     def from_pretrained(
@@ -103,7 +108,15 @@ class TextScorer:
         if contexts is not None and len(contexts) != len(prompts):
             raise ValueError(f"{len(prompts)} prompts but {len(contexts)} contexts")
         ctx = contexts if contexts is not None else [None] * len(prompts)
-        return [self.model.encode(p, r, c) for p, r, c in zip(prompts, responses, ctx)]
+        if self._tokens is None:
+            return [self.model.encode(p, r, c) for p, r, c in zip(prompts, responses, ctx)]
+        items = []
+        for p, r, c in zip(prompts, responses, ctx):
+            key = (json.dumps(c or []), p, r)
+            if key not in self._tokens:
+                self._tokens[key] = self.model.encode(p, r, c)
+            items.append(self._tokens[key])
+        return items
 
     @torch.no_grad()
     def score_encoded(self, items: Sequence[Encoded], *, desc: str | None = None) -> Tensor:

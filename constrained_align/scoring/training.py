@@ -189,20 +189,19 @@ def pair_loss(
     return cost_model_loss(a, b, **cols, l2_coeff=l2_coeff)
 
 
-def validate(model: ScoreModel, kind: str, rows: Dataset, batch_size: int) -> dict[str, Any]:
+def validate(scorer: TextScorer, kind: str, rows: Dataset) -> dict[str, Any]:
     """Validation metrics and the one number the best epoch is chosen by (``select``).
 
     Args:
-        model: the score model (evaluated without gradients).
+        scorer: the score model being trained (evaluated without gradients), kept by the
+            training loop so that the validation texts are tokenized once.
         kind: ``reward`` (pairwise accuracy) or ``cost`` (mean of ranking accuracy and balanced
             safety-classification accuracy).
         rows: canonical validation rows.
-        batch_size: sequences per forward pass.
 
     Returns:
         The metrics of :func:`evaluate_reward` / :func:`evaluate_cost` plus ``select``.
     """
-    scorer = TextScorer(model, batch_size=batch_size, progress=False)
     if kind == "reward":
         metrics = evaluate_reward(scorer, helpfulness_pairs(rows))
         return {**metrics, "select": metrics["accuracy"]}
@@ -251,9 +250,12 @@ class _Loop:
         """Train ``epochs`` epochs, validating after each and saving the best to ``folder``;
         the best epoch's validation metrics (with ``epoch``)."""
         best: dict[str, Any] = {"select": -np.inf}
+        scorer = TextScorer(
+            self.model, batch_size=self.config.eval_batch_size, progress=False, keep_tokens=True
+        )
         for epoch in range(1, epochs + 1):
             self.epoch(epoch)
-            val = validate(self.model, self.config.kind, validation, self.config.eval_batch_size)
+            val = validate(scorer, self.config.kind, validation)
             self.log.write(_json_line({"step": self.step, "epoch": epoch, "validation": val}))
             self.log.flush()
             score = val["select"] if np.isfinite(val["select"]) else -np.inf

@@ -222,3 +222,18 @@ def test_cached_scorer_scores_each_text_once(model: ScoreModel) -> None:
     assert_close(first[:3], plain)
     assert_close(first[3], plain[0])
     assert_close(again, plain.flip(0))
+
+
+def test_scorer_keeping_tokens_tokenizes_each_text_once(model: ScoreModel, monkeypatch) -> None:
+    """With ``keep_tokens=True`` the texts are tokenized once and scored afresh each time, so a
+    change of weights between two calls shows in the scores."""
+    plain = TextScorer(model, progress=False).score(PROMPTS, RESPONSES)
+    kept = TextScorer(model, progress=False, keep_tokens=True)
+    calls: list[str] = []
+    encode = model.encode
+    monkeypatch.setattr(model, "encode", lambda p, r, c=None: calls.append(r) or encode(p, r, c))
+    assert_close(kept.score(PROMPTS, RESPONSES), plain)
+    with torch.no_grad():
+        model.head.bias += 1.0
+    assert_close(kept.score(PROMPTS, RESPONSES), plain + 1.0)
+    assert calls == list(RESPONSES)
