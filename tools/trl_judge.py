@@ -171,7 +171,8 @@ def outcomes(report: Path) -> dict[str, str]:
 
 def run_file(work: Path, which: str, judge: str, extra: list[str], strict: bool) -> dict[str, str]:
     """Run ``tests/test_<which>_trainer.py`` in ``work`` with stock or our trainers."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "JUDGE": judge}
+    env = {"OMP_NUM_THREADS": "1", **os.environ}  # tiny models: threads only contend
+    env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", JUDGE=judge)
     env["JUDGE_STRICT"] = "1" if strict else "0"
     report = work / f"{judge}-{which}.xml"
     command = [sys.executable, "-m", "pytest", f"tests/test_{which}_trainer.py", "-q"]
