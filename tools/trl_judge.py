@@ -23,7 +23,6 @@ the callback's refusal of β = 0 (TRL's GRPO default); by default the swap passe
 from __future__ import annotations
 
 import argparse
-import glob
 import os
 import shutil
 import subprocess
@@ -71,14 +70,11 @@ def build_models(root: Path) -> None:
         AutoConfig,
         AutoModelForCausalLM,
         AutoModelForSequenceClassification,
-        AutoTokenizer,
     )
 
     from constrained_align.backends.causal_lm import load_causal_lm
 
-    load_causal_lm("smollm2")  # exports the GGUF file once to the user cache
-    folder = glob.glob(os.path.expanduser("~/.cache/constrained-align/models/smollm2-*"))[0]
-    tok = AutoTokenizer.from_pretrained(folder)
+    _, tok = load_causal_lm("smollm2")  # with its chat template and a pad token
     sizes = {
         "vocab_size": len(tok),
         "hidden_size": 16,

@@ -60,7 +60,7 @@ import torch
 from datasets import Dataset, IterableDataset
 from torch import Tensor, nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import DPOConfig, DPOTrainer
 
 from constrained_align.config import DualConfig
@@ -74,6 +74,7 @@ from constrained_align.integrations.trl.dpo_options import check_options
 from constrained_align.integrations.trl.dual import (
     DualSignal,
     DualStepCallback,
+    resolve_checkpoint,
 )
 from constrained_align.integrations.trl.pair_losses import (
     LossParams,
@@ -380,14 +381,11 @@ class ConstrainedDPOTrainer(DPOTrainer):
         **kwargs: Any,
     ) -> Any:
         """``Trainer.train``, restoring the multiplier first when resuming from a checkpoint."""
-        if resume_from_checkpoint is True:
-            resume_from_checkpoint = get_last_checkpoint(self.args.output_dir)
-            if resume_from_checkpoint is None:
-                raise ValueError(f"no checkpoint found in {self.args.output_dir}")
-        if resume_from_checkpoint and self.primal_dual is not None:
-            load_dual_state(self.primal_dual, resume_from_checkpoint)
+        resume = resolve_checkpoint(resume_from_checkpoint, self.args.output_dir)
+        if resume and self.primal_dual is not None:
+            load_dual_state(self.primal_dual, resume)
         return super().train(
-            resume_from_checkpoint=resume_from_checkpoint or None,
+            resume_from_checkpoint=resume,
             trial=trial,
             ignore_keys_for_eval=ignore_keys_for_eval,
             **kwargs,

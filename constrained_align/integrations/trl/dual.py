@@ -42,6 +42,7 @@ from typing import Any
 import torch
 from torch import Tensor
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+from transformers.trainer_utils import get_last_checkpoint
 
 from constrained_align.primal_dual import Exact, PrimalDual
 
@@ -140,3 +141,13 @@ class DualStepCallback(TrainerCallback):
     ) -> None:
         """Feed the step's costs to the PrimalDual and update λ when due."""
         self.sink(self.signal.step(state.global_step))
+
+
+def resolve_checkpoint(resume: str | bool | None, output_dir: str) -> str | None:
+    """The checkpoint folder ``Trainer.train`` will resume from (None: a fresh start)."""
+    if resume is True:
+        last = get_last_checkpoint(output_dir)
+        if last is None:
+            raise ValueError(f"no valid checkpoint found in output directory ({output_dir})")
+        return last
+    return str(resume) if resume else None

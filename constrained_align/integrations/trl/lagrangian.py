@@ -76,12 +76,12 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from constrained_align.config import DualConfig
+from constrained_align.integrations.trl.dual import resolve_checkpoint
 from constrained_align.integrations.trl.lagrangian_checks import (
     build_primal_dual,
     check_primal_dual,
     check_user_cost_weight,
     checked_reward_weights,
-    resolve_checkpoint,
 )
 from constrained_align.integrations.trl.score_funcs import CostFunction, ScoreFunction, Scorer
 from constrained_align.primal_dual import (

@@ -1,7 +1,6 @@
 """The checks :class:`~constrained_align.integrations.trl.lagrangian.LagrangianCallback` runs
 before it drives a trainer: the internal reward weights it writes λ into, the user's own weight
-on the cost, the PrimalDual it is given or builds, and the checkpoint a ``train`` call resumes
-from.
+on the cost, the PrimalDual it is given or builds.
 """
 
 from __future__ import annotations
@@ -10,7 +9,6 @@ from typing import Any
 
 import trl
 from torch import Tensor
-from transformers.trainer_utils import get_last_checkpoint
 
 from constrained_align.config import DualConfig
 from constrained_align.primal_dual import Exact, PrimalDual, make_primal_dual
@@ -93,13 +91,3 @@ def build_primal_dual(primal_dual: PrimalDual | None, dual: DualConfig | None) -
             "primal_dual=make_primal_dual(dual, beta=..., cost_range=...)"
         )
     return make_primal_dual(dual, beta=0.0)
-
-
-def resolve_checkpoint(resume: str | bool | None, output_dir: str) -> str | None:
-    """The checkpoint folder ``Trainer.train`` will resume from (None: a fresh start)."""
-    if resume is True:
-        last = get_last_checkpoint(output_dir)
-        if last is None:
-            raise ValueError(f"no valid checkpoint found in output directory ({output_dir})")
-        return last
-    return str(resume) if resume else None
